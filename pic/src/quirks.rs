@@ -1,0 +1,61 @@
+//! Behaviour profiles: the datasheet (no quirks) and Linux KVM's in-kernel PIC.
+//!
+//! Each flag reproduces one documented divergence of KVM's `arch/x86/kvm/i8259.c` from the
+//! 8259A datasheet, so that a differential test can demand bit-exact agreement with the
+//! kernel while the default stays faithful to the hardware.
+
+use bitflags::bitflags;
+
+bitflags! {
+    /// Divergences from the datasheet that a [`crate::Pic`] reproduces.
+    ///
+    /// `Quirks::empty()` is the datasheet profile; [`Quirks::KVM`] sets every flag and matches
+    /// Linux KVM's in-kernel PIC bit for bit (state, vectors, reads).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+    pub struct Quirks: u16 {
+        /// Poll: KVM acknowledges *and* ends the polled level in one step (clears IRR, even of
+        /// a level line still high, and ISR), answers 0x07 when nothing is pending, and a poll of
+        /// the slave also clears the master's IRR2 and ISR2. Datasheet: the poll read is an
+        /// acknowledge (ISR set until EOI) and answers with bit 7 clear when nothing is pending.
+        const POLL_ACKS_AND_ENDS = 1 << 0;
+        /// ICW1: KVM keeps ISR (except for levels with a pending edge request), the poll and
+        /// rotate-in-AEOI flags, and AEOI/SFNM while IC4=1, and forgets the input levels, so a
+        /// line held high across ICW1 counts as a fresh edge when it is asserted again.
+        /// Datasheet profile: ICW1 clears ISR and those flags, and a held line needs a new edge.
+        const ICW1_RETAINS_STATE = 1 << 1;
+        /// KVM resolves and delivers requests while a chip is between ICW1 and its last ICW.
+        /// Datasheet profile: INT is held low until initialisation completes, as Xen does,
+        /// so no vector is taken from a half-programmed base.
+        const LIVE_DURING_INIT = 1 << 2;
+        /// Special mask mode is recorded but has no effect in KVM (neither in priority
+        /// resolution nor in non-specific EOI).
+        const SPECIAL_MASK_IGNORED = 1 << 3;
+        /// Special fully nested mode: KVM ignores master ISR2 for every request, so a lower
+        /// master level (IR3–IR7) passes while a slave interrupt is in service. Datasheet:
+        /// only the slave's own (IR2) requests bypass ISR2.
+        const SFNM_FOR_EVERY_REQUEST = 1 << 4;
+        /// Cascade: KVM pulses master IR2 whenever the slave has a request, latching master
+        /// IRR2 as an edge; a slave request withdrawn before the acknowledge then yields the
+        /// spurious slave vector (IRQ15) with master ISR2 set. Datasheet profile: IR2 follows
+        /// the slave's INT output as a level wire, so a withdrawn request yields spurious IRQ7.
+        const CASCADE_LATCHED = 1 << 5;
+        /// KVM ignores ICW1.SNGL: ICW3 is always expected and IR2 always cascades.
+        const SNGL_IGNORED = 1 << 6;
+        /// KVM ignores ICW1.LTIM: only ELCR selects level triggering.
+        const LTIM_IGNORED = 1 << 7;
+        /// KVM samples level inputs only when a line changes; changing ELCR does not make IRR
+        /// follow the line. Datasheet profile: a level-triggered IRR bit always equals the line.
+        const ELCR_NO_RESAMPLE = 1 << 8;
+        /// KVM ignores accesses wider than one byte (writes dropped, reads return 0).
+        /// Datasheet profile: the PC bus splits them into byte accesses at consecutive ports.
+        const WIDE_ACCESS_IGNORED = 1 << 9;
+    }
+}
+
+impl Quirks {
+    /// The datasheet profile: no divergences.
+    pub const DATASHEET: Quirks = Quirks::empty();
+    /// The profile of Linux KVM's in-kernel PIC (as measured on Linux 6.18): every quirk.
+    pub const KVM: Quirks = Quirks::all();
+}
