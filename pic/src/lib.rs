@@ -108,10 +108,16 @@ impl core::error::Error for LineError {}
 pub enum AccessError {
     /// The port is not one of [`regs::PORTS`]: writes are ignored, reads float to 0xFF.
     UnknownPort(u16),
-    /// The access was not one byte wide. Datasheet profile: the bytes went to consecutive
-    /// ports, as the PC bus splits a wide access to an 8-bit device. KVM profile: ignored,
-    /// reads return 0.
-    Width(usize),
+    /// The access was this many bytes wide (saturating at `u16::MAX`), not one. Datasheet
+    /// profile: the bytes went to consecutive ports, as the PC bus splits a wide access to an
+    /// 8-bit device. KVM profile: ignored, reads return 0.
+    Width(u16),
+}
+
+impl AccessError {
+    fn width(len: usize) -> Self {
+        AccessError::Width(u16::try_from(len).unwrap_or(u16::MAX))
+    }
 }
 
 /// What an access caused, for the VMM to act on.
@@ -219,7 +225,7 @@ impl Pic {
                 effects.eoi |= self.write(port.wrapping_add(offset), *value).eoi;
             }
         }
-        effects.invalid = Some(AccessError::Width(data.len()));
+        effects.invalid = Some(AccessError::width(data.len()));
         effects
     }
 
@@ -241,7 +247,7 @@ impl Pic {
                 effects.eoi |= e.eoi;
             }
         }
-        effects.invalid = Some(AccessError::Width(data.len()));
+        effects.invalid = Some(AccessError::width(data.len()));
         effects
     }
 
@@ -389,7 +395,7 @@ impl Pic {
     #[inline(always)]
     fn slave_request(&self) -> Option<u8> {
         let slave = &self.state.slave;
-        if !self.live(slave) {
+        if slave.irr & !slave.imr == 0 || !self.live(slave) {
             return None;
         }
         slave.request(0, false, self.quirks)

@@ -233,3 +233,26 @@ impl core::fmt::Display for StateError {
 }
 
 impl core::error::Error for StateError {}
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests {
+    extern crate std;
+
+    use super::*;
+    use crate::{Pic, Quirks};
+
+    #[test]
+    fn state_survives_serialization_and_still_validates_on_restore() {
+        let mut pic = Pic::new(Quirks::DATASHEET);
+        let _ = pic.write(crate::regs::MASTER_COMMAND, 0x19); // ICW1: LTIM, IC4
+        pic.set_irq_source(9, 3, true).unwrap();
+        let json = serde_json::to_string(&pic.state()).unwrap();
+        let back: PicState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, pic.state());
+
+        // Deserialization accepts any bytes; restore is what refuses an impossible state.
+        let tampered = json.replacen("\"priority_add\":0", "\"priority_add\":9", 1);
+        let bad: PicState = serde_json::from_str(&tampered).unwrap();
+        assert!(matches!(pic.restore(&bad), Err(StateError::PriorityAdd { value: 9, .. })));
+    }
+}

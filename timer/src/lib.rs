@@ -1,9 +1,29 @@
-//! x86 TSC (offset, scaling, TSC_ADJUST, TSC-deadline), the ARMv8 generic timer with its
-//! virtual offset, and the 8254 PIT, for virtual machine monitors.
+//! Timers for virtual machine monitors, as plain-data models with time as an input:
 //!
-//! Not built yet: this crate is a placeholder so that the workspace layout is complete.
-//! Its contents arrive with the timer issue.
+//! * [`tsc`]: the x86 time-stamp counter as a guest sees it (offset and scaling, nested
+//!   composition), IA32_TSC / IA32_TSC_ADJUST coupling, and TSC-deadline arithmetic.
+//! * [`generic_timer`]: the ARMv8 generic timer: the VM's counter with CNTVOFF/CNTPOFF and
+//!   each vCPU's virtual and physical timers, with system-register access by encoding.
+//! * [`pit`]: the Intel 8254 programmable interval timer with the port 0x61 gate.
+//!
+//! No model reads a clock. Every call that depends on time takes `now` (host nanoseconds or
+//! host counter ticks, as each method says), and every timer reports its next deadline so the
+//! VMM can arm its own host timer.
 
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod generic_timer;
+pub mod pit;
+pub mod tsc;
