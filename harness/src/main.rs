@@ -69,7 +69,11 @@ fn run(quirks: Quirks) -> (Vec<u8>, String) {
             }
             Step::Line(irq, level) => {
                 let status = pic.set_irq(irq, level).map_or_else(|e| e.to_string(), |s| format!("{s:?}"));
-                let _ = writeln!(log, "    {:<20} -> line {status}", format!("IRQ{irq} level {}", u8::from(level)));
+                let _ = writeln!(
+                    log,
+                    "    {:<20} -> line {status}",
+                    format!("IRQ{irq} level {}", u8::from(level))
+                );
             }
             Step::TakeAll => {
                 // Bounded: a model bug must not hang the main job.

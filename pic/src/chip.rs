@@ -2,8 +2,8 @@
 //! and the in-service bookkeeping of the EOI commands. The pair-level wiring (cascade,
 //! ports, profiles) is in the crate root.
 
-use crate::{LineStatus, Quirks};
 use crate::state::ChipState;
+use crate::{LineStatus, Quirks};
 
 /// Bit of level `irq` (0–7) in an 8-bit register.
 #[inline(always)]
@@ -33,7 +33,7 @@ impl ChipState {
     #[inline(always)]
     fn level_at(&self, rank: u32) -> u8 {
         // rank < 8 here, so the cast is exact.
-        ((rank as u8) + (self.priority_add & 7)) & 7
+        (rank as u8).wrapping_add(self.priority_add) & 7
     }
 
     /// The level this chip presents on INT: the highest-priority unmasked request that is
@@ -110,12 +110,18 @@ impl ChipState {
         }
         if self.auto_eoi {
             if self.rotate_on_auto_eoi {
-                self.priority_add = (irq + 1) & 7;
+                self.make_lowest(irq);
             }
             self.isr &= !b;
             return b;
         }
         0
+    }
+
+    /// Rotates priorities so that `irq` becomes the lowest level (and the next one the highest).
+    #[inline(always)]
+    pub(crate) fn make_lowest(&mut self, irq: u8) {
+        self.priority_add = irq.wrapping_add(1) & 7;
     }
 
     /// Clears the in-service bit of `irq`; returns it if it was set (an EOI notification).

@@ -121,8 +121,8 @@ mod tests {
     /// Any `kvm_pic_state` KVM can produce: flags 0/1, init_state 0–3, priority_add 0–7,
     /// irq_base a multiple of 8, ELCR within its mask.
     fn kvm_chip() -> impl Strategy<Value = kvm_pic_state> {
-        (any::<[u8; 4]>(), 0..8u8, any::<u8>(), any::<[bool; 7]>(), 0..4u8, any::<u8>(), any::<u8>()).prop_map(
-            |(regs4, priority_add, base, flags, init_state, elcr, elcr_mask)| kvm_pic_state {
+        (any::<[u8; 4]>(), 0..8u8, any::<u8>(), any::<[bool; 7]>(), 0..4u8, any::<u8>(), any::<u8>())
+            .prop_map(|(regs4, priority_add, base, flags, init_state, elcr, elcr_mask)| kvm_pic_state {
                 last_irr: regs4[0],
                 irr: regs4[1],
                 imr: regs4[2],
@@ -139,8 +139,7 @@ mod tests {
                 init4: u8::from(flags[6]),
                 elcr: elcr & elcr_mask,
                 elcr_mask,
-            },
-        )
+            })
     }
 
     proptest! {
@@ -205,7 +204,10 @@ mod tests {
         );
         let mut bad = good;
         bad.init_state = 4;
-        assert_eq!(ChipState::from_kvm(&bad, Chip::Master), Err(StateError::InitState { chip: Chip::Master, value: 4 }));
+        assert_eq!(
+            ChipState::from_kvm(&bad, Chip::Master),
+            Err(StateError::InitState { chip: Chip::Master, value: 4 })
+        );
         let mut bad = good;
         bad.irq_base = 0x31;
         assert!(PicState::from_kvm(&bad, &good).is_err());

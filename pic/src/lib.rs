@@ -325,7 +325,12 @@ impl Pic {
                 match slave_level {
                     Some(level) => {
                         eoi |= u16::from(self.state.slave.acknowledge(level)) << 8;
-                        Ack { vector: self.state.slave.irq_base | level, irq: 8 | level, spurious: false, eoi }
+                        Ack {
+                            vector: self.state.slave.irq_base | level,
+                            irq: 8 | level,
+                            spurious: false,
+                            eoi,
+                        }
                     }
                     None => Ack { vector: self.state.slave.irq_base | 7, irq: 15, spurious: true, eoi },
                 }
@@ -533,17 +538,17 @@ impl Pic {
                     return Effects::default();
                 };
                 if command == Ocw2::RotateOnNonSpecificEoi {
-                    c.priority_add = (level + 1) & 7;
+                    c.make_lowest(level);
                 }
                 c.end(level)
             }
             Ocw2::SpecificEoi(level) => c.end(level),
             Ocw2::RotateOnSpecificEoi(level) => {
-                c.priority_add = (level + 1) & 7;
+                c.make_lowest(level);
                 c.end(level)
             }
             Ocw2::SetPriority(level) => {
-                c.priority_add = (level + 1) & 7;
+                c.make_lowest(level);
                 0
             }
         };

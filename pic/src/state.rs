@@ -222,12 +222,16 @@ impl core::fmt::Display for StateError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StateError::PriorityAdd { chip, value } => write!(f, "{chip:?}: priority_add {value} is not 0-7"),
-            StateError::IrqBase { chip, value } => write!(f, "{chip:?}: irq_base {value:#04x} has bits 2:0 set"),
+            StateError::IrqBase { chip, value } => {
+                write!(f, "{chip:?}: irq_base {value:#04x} has bits 2:0 set")
+            }
             StateError::ElcrOutsideMask { chip, elcr, mask } => {
                 write!(f, "{chip:?}: elcr {elcr:#04x} sets bits outside elcr_mask {mask:#04x}")
             }
             StateError::InitState { chip, value } => write!(f, "{chip:?}: init_state {value} is not 0-3"),
-            StateError::NotAFlag { chip, field, value } => write!(f, "{chip:?}: {field} {value} is not 0 or 1"),
+            StateError::NotAFlag { chip, field, value } => {
+                write!(f, "{chip:?}: {field} {value} is not 0 or 1")
+            }
         }
     }
 }

@@ -203,7 +203,11 @@ fn icw1_clears_mask_rotation_special_mask_and_selects_irr() {
         out(&mut pic, MASTER_COMMAND, 0x6B); // OCW3: set special mask, read ISR
         out(&mut pic, MASTER_COMMAND, 0x11); // ICW1
         let m = pic.state().master;
-        assert_eq!((m.imr, m.priority_add, m.special_mask, m.read_reg_select), (0, 0, false, false), "{quirks:?}");
+        assert_eq!(
+            (m.imr, m.priority_add, m.special_mask, m.read_reg_select),
+            (0, 0, false, false),
+            "{quirks:?}"
+        );
     }
 }
 
