@@ -1,1 +1,2 @@
 pub mod pic;
+pub mod timers;

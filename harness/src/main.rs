@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use vm_pic::{regs::*, Pic, Quirks};
+use vm_timer::pit::{self, Pit};
 
 /// One step of the scripted CPU.
 #[derive(Clone, Copy)]
@@ -109,6 +110,46 @@ fn run(quirks: Quirks) -> (Vec<u8>, String) {
     (taken, log)
 }
 
+/// Linux's periodic tick on the PIT (`init_pit_timer`, HZ=100) delivered through the PIC:
+/// the VMM arms its host timer at [`Pit::next_deadline`], pulses IRQ0 for each edge that
+/// [`Pit::advance`] reports, and the CPU takes and ends each interrupt. Simulated time, one
+/// second; returns the host instants (ns) at which IRQ0 was taken.
+fn run_pit_tick(quirks: Quirks) -> Vec<u64> {
+    const T0: u64 = 1_000_000_000;
+    let mut pic = Pic::new(quirks);
+    for step in PIC_LINUX.iter().take(10) {
+        if let Step::Out(port, value) = *step {
+            let _ = pic.write(port, value); // the PIC bring-up of the Linux scenario
+        }
+    }
+    let _ = pic.write(MASTER_DATA, 0x00); // unmask everything
+    let mut pit = Pit::default();
+    let _ = pit.write(pit::regs::CONTROL_WORD, 0x34, T0); // counter 0, LSB then MSB, mode 2, binary
+    let _ = pit.write(pit::regs::COUNTER0, 0x9c, T0); // LSB of 11932 (1193182 Hz / 100)
+    let _ = pit.write(pit::regs::COUNTER0, 0x2e, T0); // MSB: the counter starts
+    let mut taken = Vec::new();
+    let mut now = T0;
+    // Bounded: at most 200 host-timer expiries for 100 expected ticks.
+    for _ in 0..200 {
+        let Some(deadline) = pit.next_deadline(now) else { break };
+        if deadline > T0 + 1_000_000_000 {
+            break;
+        }
+        now = deadline.max(now);
+        for _ in 0..pit.advance(now) {
+            let _ = pic.pulse_irq(0);
+        }
+        while pic.intr() {
+            let ack = pic.acknowledge();
+            if ack.vector == 0x30 {
+                taken.push(now);
+            }
+            let _ = pic.write(MASTER_COMMAND, 0x60 | (ack.irq & 7)); // specific EOI
+        }
+    }
+    taken
+}
+
 fn main() -> ExitCode {
     println!("vm-irq harness: backend `software` (models driven by a scripted CPU)");
     println!("KVM backends (kvm-userspace, kvm-split, kvm-kernel): not built yet; see issue #6\n");
@@ -117,7 +158,7 @@ fn main() -> ExitCode {
         let (taken, log) = run(quirks);
         let ok = taken == EXPECTED;
         failed |= !ok;
-        println!("scenario pic-linux, profile {name}: {}", if ok { "PASS" } else { "FAIL" });
+        println!("scenario pic-linux, profile {name}: {}", pass(ok));
         print!("{log}");
         let vectors: Vec<String> = taken.iter().map(|v| format!("{v:#04x}")).collect();
         println!("  vectors taken: {}", vectors.join(" "));
@@ -127,10 +168,32 @@ fn main() -> ExitCode {
         }
         println!();
     }
+    for (name, quirks) in [("datasheet", Quirks::DATASHEET), ("kvm", Quirks::KVM)] {
+        let taken = run_pit_tick(quirks);
+        let periods: Vec<u64> = taken.windows(2).map(|w| w[1] - w[0]).collect();
+        let (min, max) = (periods.iter().min().copied(), periods.iter().max().copied());
+        let ok = taken.len() == 100 && periods.iter().all(|p| (10_000_150..=10_000_151).contains(p));
+        failed |= !ok;
+        println!("scenario pit-tick (PIT counter 0 mode 2 -> PIC IRQ0), profile {name}: {}", pass(ok));
+        println!(
+            "    IRQ0 taken {} times in 1 s of simulated time, period min {} ns, max {} ns (expected 100, each 11932 PIT clocks = 10000150.9 ns)",
+            taken.len(),
+            min.unwrap_or(0),
+            max.unwrap_or(0)
+        );
+    }
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "PASS"
+    } else {
+        "FAIL"
     }
 }
 
@@ -142,6 +205,17 @@ mod tests {
     fn linux_pic_scenario_takes_the_expected_vectors_on_both_profiles() {
         for quirks in [Quirks::DATASHEET, Quirks::KVM] {
             assert_eq!(run(quirks).0, EXPECTED, "{quirks:?}");
+        }
+    }
+
+    #[test]
+    fn pit_tick_reaches_the_cpu_every_11932_pit_clocks() {
+        let taken = run_pit_tick(Quirks::DATASHEET);
+        assert_eq!(taken.len(), 100);
+        for pair in taken.windows(2) {
+            // 11932 clocks of 1193182 Hz are 10000150.9 ns; each edge is reported at the first
+            // whole ns at or after it, so consecutive periods are 10000150 or 10000151 ns.
+            assert!((10_000_150..=10_000_151).contains(&(pair[1] - pair[0])), "{pair:?}");
         }
     }
 }

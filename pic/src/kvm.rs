@@ -75,6 +75,9 @@ impl PicState {
     }
 
     /// The pair from KVM's master and slave states, validated like [`crate::Pic::restore`].
+    ///
+    /// KVM does not export its latched INT output; it starts low here. KVM_SET_IRQCHIP
+    /// re-evaluates it, and so does [`crate::Pic::update_output`] after the restore.
     pub fn from_kvm(master: &kvm_pic_state, slave: &kvm_pic_state) -> Result<PicState, StateError> {
         let master = ChipState::from_kvm(master, Chip::Master)?;
         let slave = ChipState::from_kvm(slave, Chip::Slave)?;
@@ -83,7 +86,7 @@ impl PicState {
             let last_irr = if irq < 8 { master.last_irr } else { slave.last_irr };
             *line = u32::from((last_irr >> (irq & 7)) & 1);
         }
-        let state = PicState { master, slave, sources };
+        let state = PicState { master, slave, sources, output: false };
         state.validate()?;
         Ok(state)
     }
@@ -189,6 +192,7 @@ mod tests {
         let [m, s] = pic.state().to_kvm();
         let mut moved = Pic::new(Quirks::KVM);
         moved.restore(&PicState::from_kvm(&m, &s).unwrap()).unwrap();
+        moved.update_output(); // as KVM_SET_IRQCHIP does
         assert_eq!(moved, pic);
         assert_eq!((ack.vector, moved.acknowledge().vector), (0x35, 0x3B));
     }

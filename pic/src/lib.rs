@@ -129,7 +129,9 @@ pub struct Effects {
     /// End-of-interrupt notifications: bit n is set when IRQ n left service (EOI command,
     /// automatic EOI, a KVM-profile poll) or had its request cancelled by ICW1. A device on a
     /// level-triggered line resamples its line when it sees its bit; the cascade level (bit
-    /// 2) is reported too.
+    /// 2) is reported too. A level is reported only if it was in service (KVM also notifies
+    /// for a specific EOI of a level that was not, and its slave poll clears master ISR2
+    /// without notifying).
     pub eoi: u16,
     /// The access was not one the hardware decodes (see [`AccessError`]).
     pub invalid: Option<AccessError>,
@@ -221,8 +223,10 @@ impl Pic {
         }
         let mut effects = Effects::default();
         if !self.quirks.contains(Quirks::WIDE_ACCESS_IGNORED) {
-            for (offset, value) in (0u16..).zip(data) {
-                effects.eoi |= self.write(port.wrapping_add(offset), *value).eoi;
+            let mut port = port;
+            for value in data {
+                effects.eoi |= self.write(port, *value).eoi;
+                port = port.wrapping_add(1);
             }
         }
         effects.invalid = Some(AccessError::width(data.len()));
@@ -241,10 +245,12 @@ impl Pic {
         if self.quirks.contains(Quirks::WIDE_ACCESS_IGNORED) {
             data.fill(0);
         } else {
-            for (offset, value) in (0u16..).zip(data.iter_mut()) {
-                let (v, e) = self.read(port.wrapping_add(offset));
+            let mut port = port;
+            for value in data.iter_mut() {
+                let (v, e) = self.read(port);
                 *value = v;
                 effects.eoi |= e.eoi;
+                port = port.wrapping_add(1);
             }
         }
         effects.invalid = Some(AccessError::width(data.len()));
@@ -293,23 +299,32 @@ impl Pic {
     /// an external interrupt.
     #[inline]
     pub fn intr(&self) -> bool {
-        self.master_request().is_some()
+        if self.quirks.contains(Quirks::INT_LATCHED) {
+            self.state.output
+        } else {
+            self.master_request().is_some()
+        }
     }
 
     /// The vector [`Pic::acknowledge`] would return now, or `None` while INT is low.
     #[inline]
     pub fn pending_vector(&self) -> Option<u8> {
-        let irq = self.master_request()?;
-        if irq == CASCADE_IRQ && !self.state.master.single_mode {
-            let level = self.slave_request().unwrap_or(7);
-            Some(self.state.slave.irq_base | level)
-        } else {
-            Some(self.state.master.irq_base | irq)
+        if !self.intr() {
+            return None;
         }
+        Some(match self.master_request() {
+            // Only with a latched INT (KVM profile): the acknowledge finds nothing.
+            None => self.state.master.irq_base | 7,
+            Some(CASCADE_IRQ) if !self.state.master.single_mode => {
+                self.state.slave.irq_base | self.slave_request().unwrap_or(7)
+            }
+            Some(irq) => self.state.master.irq_base | irq,
+        })
     }
 
     /// The CPU acknowledges the interrupt (the two INTA cycles): the requesting level goes
-    /// in service and its vector is returned.
+    /// in service and its vector is returned. Call it when the vCPU takes the interrupt, i.e.
+    /// once the injection is certain (not when KVM_INTERRUPT is refused).
     ///
     /// With no request (INT low, or the request withdrawn since the VMM looked) the master
     /// answers with its IR7 vector and sets no ISR bit: spurious IRQ7. When the master
@@ -354,22 +369,50 @@ impl Pic {
     /// Replaces the state after validating it; on error the PIC is unchanged.
     ///
     /// Restoring re-evaluates nothing, so `restore(&state())` is the identity in both
-    /// profiles. (KVM_SET_IRQCHIP also runs `pic_update_irq`; in the KVM profile the next
-    /// line change or command does the same.)
+    /// profiles. To reproduce KVM_SET_IRQCHIP, which also re-evaluates the outputs, call
+    /// [`Pic::update_output`] after restoring a state taken from KVM.
     pub fn restore(&mut self, state: &PicState) -> Result<(), StateError> {
         state.validate()?;
+        for (chip, c) in [(Chip::Master, &state.master), (Chip::Slave, &state.slave)] {
+            if c.single_mode && self.quirks.contains(Quirks::SNGL_IGNORED) {
+                return Err(StateError::IgnoredMode { chip, field: "single_mode" });
+            }
+            if c.ltim && self.quirks.contains(Quirks::LTIM_IGNORED) {
+                return Err(StateError::IgnoredMode { chip, field: "ltim" });
+            }
+        }
         self.state = *state;
         Ok(())
     }
 
+    /// Re-evaluates the outputs as KVM does after KVM_SET_IRQCHIP (`kvm_pic_update_irq`):
+    /// in the KVM profile a pending slave request is latched into master IRR2 and INT is
+    /// latched anew. The datasheet profile's outputs are always current: nothing changes.
+    pub fn update_output(&mut self) {
+        self.kvm_update();
+    }
+
     /// System reset: both chips return to their power-on state. The input lines belong to
-    /// the devices and keep their levels: level-triggered IRR follows them and a line held
-    /// high needs a new edge.
-    pub fn reset(&mut self) {
+    /// the devices and keep their levels, so level-triggered IRR follows them; in the
+    /// datasheet profile a line held high needs a new edge. Reports every level whose service
+    /// or pending edge the reset cancelled, as ICW1 does.
+    pub fn reset(&mut self) -> Effects {
+        let mut eoi = 0;
+        for chip in [Chip::Master, Chip::Slave] {
+            let c = self.chip(chip);
+            eoi |= Self::global(chip, c.isr | (c.irr & !c.level_mask()));
+        }
         let sources = self.state.sources;
         self.state = PicState { sources, ..PicState::default() };
-        self.state.master.last_irr = self.state.line_levels(Chip::Master);
-        self.state.slave.last_irr = self.state.line_levels(Chip::Slave);
+        let forget = self.quirks.contains(Quirks::ICW1_RETAINS_STATE);
+        for chip in [Chip::Master, Chip::Slave] {
+            let lines = self.state.line_levels(chip);
+            let c = self.chip_mut(chip);
+            c.last_irr = if forget { 0 } else { lines };
+            c.irr = lines & c.level_mask();
+        }
+        self.kvm_update();
+        Effects::eoi(eoi)
     }
 
     // ----- internals ----------------------------------------------------------------------
@@ -415,21 +458,30 @@ impl Pic {
         if !self.live(master) {
             return None;
         }
-        let cascade = if self.quirks.contains(Quirks::CASCADE_LATCHED) {
+        master.request(self.cascade_input(), true, self.quirks)
+    }
+
+    /// The slave's INT as the master's IR2 input sees it on the datasheet's live wire (bit 2),
+    /// or 0 in the KVM profile, where it is latched into IRR2 instead.
+    #[inline(always)]
+    fn cascade_input(&self) -> u8 {
+        if self.quirks.contains(Quirks::CASCADE_LATCHED) {
             0
         } else {
             u8::from(self.slave_request().is_some()) << CASCADE_IRQ
-        };
-        master.request(cascade, true, self.quirks)
+        }
     }
 
-    /// KVM's `pic_update_irq`: whenever the slave has a request, pulse master IR2. Called
-    /// exactly where KVM calls it; does nothing in the datasheet profile.
+    /// KVM's `pic_update_irq`: whenever the slave has a request, pulse master IR2, then latch
+    /// INT. Called exactly where KVM calls it; does nothing in the datasheet profile.
     #[inline(always)]
     fn kvm_update(&mut self) {
         if self.quirks.contains(Quirks::CASCADE_LATCHED) && self.slave_request().is_some() {
             self.state.master.set_input(CASCADE_IRQ, true);
             self.state.master.set_input(CASCADE_IRQ, false);
+        }
+        if self.quirks.contains(Quirks::INT_LATCHED) {
+            self.state.output = self.master_request().is_some();
         }
     }
 
@@ -588,7 +640,13 @@ impl Pic {
         if c.poll {
             return self.poll(chip);
         }
-        let value = if c.read_reg_select { c.isr } else { c.irr };
+        let value = if c.read_reg_select {
+            c.isr
+        } else if chip == Chip::Master {
+            c.irr | self.cascade_input()
+        } else {
+            c.irr
+        };
         (value, Effects::default())
     }
 

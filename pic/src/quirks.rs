@@ -10,7 +10,13 @@ bitflags! {
     /// Divergences from the datasheet that a [`crate::Pic`] reproduces.
     ///
     /// `Quirks::empty()` is the datasheet profile; [`Quirks::KVM`] sets every flag and matches
-    /// Linux KVM's in-kernel PIC bit for bit (state, vectors, reads).
+    /// Linux KVM's in-kernel PIC bit for bit (state, vectors, reads, INT output).
+    ///
+    /// Both profiles keep an edge request latched after its line falls, as every emulator but
+    /// Xen does. The datasheet asks a device to hold the line until the acknowledge and answers
+    /// IR7 otherwise; that is a timing rule for real devices, which a VMM's [`crate::Pic::pulse_irq`]
+    /// cannot meet. A level-triggered request withdrawn before the acknowledge is spurious IRQ7
+    /// in both.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
     pub struct Quirks: u16 {
@@ -21,7 +27,9 @@ bitflags! {
         const POLL_ACKS_AND_ENDS = 1 << 0;
         /// ICW1: KVM keeps ISR (except for levels with a pending edge request), the poll and
         /// rotate-in-AEOI flags, and AEOI/SFNM while IC4=1, and forgets the input levels, so a
-        /// line held high across ICW1 counts as a fresh edge when it is asserted again.
+        /// line held high across ICW1 counts as a fresh edge when it is asserted again. (KVM
+        /// ends those levels only when some vCPU accepts PIC interrupts, LVT0 ExtINT unmasked
+        /// or the APIC disabled, as at reset; the model assumes one does.)
         /// Datasheet profile: ICW1 clears ISR and those flags, and a held line needs a new edge.
         const ICW1_RETAINS_STATE = 1 << 1;
         /// KVM resolves and delivers requests while a chip is between ICW1 and its last ICW.
@@ -50,12 +58,30 @@ bitflags! {
         /// KVM ignores accesses wider than one byte (writes dropped, reads return 0).
         /// Datasheet profile: the PC bus splits them into byte accesses at consecutive ports.
         const WIDE_ACCESS_IGNORED = 1 << 9;
+        /// KVM latches INT (its `output`) and re-evaluates it only where it calls
+        /// `pic_update_irq`: line changes, the acknowledge, EOI and priority commands, OCW1, a
+        /// poll (except a master poll that answers IR2) and KVM_SET_IRQCHIP. After ICW1 or a
+        /// master poll INT can stay high with nothing pending (the acknowledge then answers
+        /// spurious IRQ7) or stay low with a request pending until the next such point.
+        /// Datasheet profile: INT always reflects the registers.
+        const INT_LATCHED = 1 << 10;
     }
 }
 
 impl Quirks {
     /// The datasheet profile: no divergences.
     pub const DATASHEET: Quirks = Quirks::empty();
-    /// The profile of Linux KVM's in-kernel PIC (as measured on Linux 6.18): every quirk.
-    pub const KVM: Quirks = Quirks::all();
+    /// The profile of Linux KVM's in-kernel PIC (`arch/x86/kvm/i8259.c`; poll as measured on
+    /// Linux 6.18).
+    pub const KVM: Quirks = Quirks::POLL_ACKS_AND_ENDS
+        .union(Quirks::ICW1_RETAINS_STATE)
+        .union(Quirks::LIVE_DURING_INIT)
+        .union(Quirks::SPECIAL_MASK_IGNORED)
+        .union(Quirks::SFNM_FOR_EVERY_REQUEST)
+        .union(Quirks::CASCADE_LATCHED)
+        .union(Quirks::SNGL_IGNORED)
+        .union(Quirks::LTIM_IGNORED)
+        .union(Quirks::ELCR_NO_RESAMPLE)
+        .union(Quirks::WIDE_ACCESS_IGNORED)
+        .union(Quirks::INT_LATCHED);
 }

@@ -40,7 +40,9 @@ impl InitState {
 pub struct ChipState {
     /// Input levels as the edge detector last sampled them (bit n = IRn).
     pub last_irr: u8,
-    /// Interrupt request register.
+    /// Interrupt request register. On the master in the datasheet profile, bit 2 holds only
+    /// requests latched from line 2 itself: the slave's INT reaches IR2 as a live wire and is
+    /// added when the master resolves or the guest reads IRR.
     pub irr: u8,
     /// Interrupt mask register (OCW1).
     pub imr: u8,
@@ -132,11 +134,21 @@ pub struct PicState {
     /// Per IRQ line, the set of sources (bit n = source n) currently asserting it; a line is
     /// high while any source asserts it.
     pub sources: [u32; 16],
+    /// The master's INT output as KVM latches it (`struct kvm_pic`'s `output`, which
+    /// KVM_GET_IRQCHIP does not export): with [`crate::Quirks::INT_LATCHED`] INT changes only
+    /// where KVM re-evaluates it. The datasheet profile computes INT from the registers and
+    /// ignores this field.
+    pub output: bool,
 }
 
 impl Default for PicState {
     fn default() -> Self {
-        PicState { master: ChipState::MASTER_RESET, slave: ChipState::SLAVE_RESET, sources: [0; 16] }
+        PicState {
+            master: ChipState::MASTER_RESET,
+            slave: ChipState::SLAVE_RESET,
+            sources: [0; 16],
+            output: false,
+        }
     }
 }
 
@@ -200,6 +212,15 @@ pub enum StateError {
         /// Mask found.
         mask: u8,
     },
+    /// A mode the PIC's profile ignores is set (SNGL or LTIM in a profile with
+    /// [`crate::Quirks::SNGL_IGNORED`] / [`crate::Quirks::LTIM_IGNORED`]), so the state did not
+    /// come from this profile.
+    IgnoredMode {
+        /// Chip that holds the value.
+        chip: Chip,
+        /// Field name.
+        field: &'static str,
+    },
     /// `init_state` is not 0–3 (KVM conversion only).
     InitState {
         /// Chip that holds the value.
@@ -227,6 +248,9 @@ impl core::fmt::Display for StateError {
             }
             StateError::ElcrOutsideMask { chip, elcr, mask } => {
                 write!(f, "{chip:?}: elcr {elcr:#04x} sets bits outside elcr_mask {mask:#04x}")
+            }
+            StateError::IgnoredMode { chip, field } => {
+                write!(f, "{chip:?}: {field} is set but this profile ignores it")
             }
             StateError::InitState { chip, value } => write!(f, "{chip:?}: init_state {value} is not 0-3"),
             StateError::NotAFlag { chip, field, value } => {

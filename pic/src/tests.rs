@@ -909,10 +909,99 @@ fn reset_returns_to_power_on_but_keeps_the_device_lines() {
     let mut pic = linux_pic(Quirks::DATASHEET);
     pic.set_irq(4, true).unwrap();
     take(&mut pic);
-    pic.reset();
+    let _ = pic.reset();
     let s = pic.state();
     assert_eq!((s.master.isr, s.master.irr, s.master.irq_base), (0, 0, 0));
     assert_eq!(s.sources[4], 1);
     pic.set_irq(4, true).unwrap();
     assert!(!pic.intr(), "still high: no new edge");
+}
+
+// ----- KVM's latched INT output ---------------------------------------------------------
+
+#[test]
+fn kvm_int_stays_high_after_a_master_poll_of_ir2_and_the_next_acknowledge_is_spurious() {
+    let mut pic = linux_pic(Quirks::KVM);
+    pic.pulse_irq(9).unwrap();
+    out(&mut pic, MASTER_COMMAND, 0x0C); // OCW3: poll
+    assert_eq!(inb(&mut pic, MASTER_COMMAND), 0x82, "IR2, cleared from IRR and ISR");
+    assert!(pic.intr(), "KVM does not re-evaluate INT after a master poll that answers IR2");
+    assert_eq!(pic.pending_vector(), Some(MBASE | 7));
+    let ack = pic.acknowledge();
+    assert_eq!((ack.vector, ack.spurious), (MBASE | 7, true));
+    // The acknowledge's update latches the slave's request again: IRQ9 is not lost.
+    assert_eq!(pic.acknowledge().vector, SBASE | 1);
+}
+
+#[test]
+fn kvm_int_does_not_rise_at_icw1_until_the_next_update_point() {
+    let mut pic = linux_pic(Quirks::KVM);
+    out(&mut pic, ELCR1, bit(5)); // IRQ5 level
+    out(&mut pic, MASTER_DATA, 0xFF);
+    pic.set_irq(5, true).unwrap(); // masked: INT low
+    out(&mut pic, MASTER_COMMAND, 0x11); // ICW1 clears IMR, but KVM latches nothing here
+    assert!(!pic.intr());
+    pic.set_irq(3, false).unwrap(); // any line change re-evaluates
+    assert!(pic.intr());
+
+    let mut datasheet = linux_pic(Quirks::DATASHEET);
+    out(&mut datasheet, ELCR1, bit(5));
+    out(&mut datasheet, MASTER_DATA, 0xFF);
+    datasheet.set_irq(5, true).unwrap();
+    linux_init(&mut datasheet);
+    assert!(datasheet.intr(), "the datasheet's INT always reflects the registers");
+}
+
+#[test]
+fn update_output_reproduces_kvm_set_irqchip_after_a_restore() {
+    // A datasheet-profile state with a slave request: KVM would latch IRR2 and INT on SET.
+    let mut source = linux_pic(Quirks::DATASHEET);
+    source.pulse_irq(12).unwrap();
+    let mut kvm = Pic::new(Quirks::KVM);
+    kvm.restore(&source.state()).unwrap();
+    assert_eq!(kvm.state(), source.state(), "restore alone is the identity");
+    assert!(!kvm.intr());
+    kvm.update_output();
+    assert_eq!(kvm.state().master.irr, bit(2));
+    assert_eq!(kvm.acknowledge().vector, SBASE | 4);
+
+    let before = source.state();
+    source.update_output();
+    assert_eq!(source.state(), before, "nothing to re-evaluate on the datasheet");
+}
+
+#[test]
+fn restore_refuses_modes_the_profile_ignores() {
+    let mut state = linux_pic(Quirks::DATASHEET).state();
+    state.slave.ltim = true;
+    let mut kvm = Pic::new(Quirks::KVM);
+    assert_eq!(kvm.restore(&state), Err(StateError::IgnoredMode { chip: Chip::Slave, field: "ltim" }));
+    assert!(Pic::new(Quirks::DATASHEET).restore(&state).is_ok());
+}
+
+#[test]
+fn master_irr_read_shows_the_slave_request_on_ir2() {
+    let mut pic = linux_pic(Quirks::DATASHEET);
+    pic.pulse_irq(12).unwrap();
+    assert_eq!(inb(&mut pic, MASTER_COMMAND), bit(2), "IR2 is the slave's INT");
+    assert_eq!(inb(&mut pic, SLAVE_COMMAND), bit(4));
+}
+
+#[test]
+fn reset_reports_the_levels_it_ends_and_drops() {
+    let mut pic = linux_pic(Quirks::DATASHEET);
+    pic.pulse_irq(3).unwrap();
+    take(&mut pic); // IRQ3 in service
+    pic.pulse_irq(11).unwrap(); // IRQ11 pending
+    assert_eq!(pic.reset().eoi, 1 << 3 | 1 << 11);
+}
+
+#[test]
+fn huge_wide_access_wraps_the_port_instead_of_panicking() {
+    let mut pic = Pic::default();
+    let data = std::vec![0u8; 70_000];
+    assert_eq!(pic.pio_write(0xFFF0, &data).invalid, Some(AccessError::Width(u16::MAX)));
+    let mut buf = std::vec![0u8; 70_000];
+    let _ = pic.pio_read(0, &mut buf);
+    assert_eq!(buf[0x21], 0, "IMR read at 0x21");
 }

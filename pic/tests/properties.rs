@@ -3,8 +3,9 @@
 //! KVM profile) using only the public API and the public [`PicState`] fields.
 //!
 //! The generator mixes byte accesses to the six ports (weighted towards meaningful ICW, OCW
-//! and ELCR bytes), wide accesses, shared-line changes, pulses and acknowledges. Most
-//! sequences start with Linux's `init_8259A` so that the interesting states are reached.
+//! and ELCR bytes), wide accesses, shared-line changes, pulses, acknowledges, resets and
+//! KVM's output update. Most sequences start with Linux's `init_8259A` so that the
+//! interesting states are reached.
 
 use std::fmt;
 
@@ -12,7 +13,9 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
 use vm_pic::regs::{ELCR1, ELCR2, MASTER_COMMAND, MASTER_DATA, SLAVE_COMMAND, SLAVE_DATA};
-use vm_pic::{Ack, ChipState, Effects, InitState, LineError, LineStatus, Pic, PicState, Quirks};
+use vm_pic::{
+    Ack, Chip, ChipState, Effects, InitState, LineError, LineStatus, Pic, PicState, Quirks, StateError,
+};
 
 // ----- ops and their results ------------------------------------------------------------------
 
@@ -33,6 +36,10 @@ enum Op {
     Pulse(u8),
     /// The CPU's interrupt acknowledge cycles.
     Ack,
+    /// System reset (`Pic::reset`).
+    Reset,
+    /// KVM_SET_IRQCHIP's re-evaluation (`Pic::update_output`).
+    UpdateOutput,
 }
 
 impl fmt::Debug for Op {
@@ -47,6 +54,8 @@ impl fmt::Debug for Op {
             }
             Op::Pulse(irq) => write!(f, "pulse({irq})"),
             Op::Ack => write!(f, "ack"),
+            Op::Reset => write!(f, "reset"),
+            Op::UpdateOutput => write!(f, "update_output"),
         }
     }
 }
@@ -58,6 +67,7 @@ enum Outcome {
     Read(Vec<u8>, Effects),
     Line(Result<LineStatus, LineError>),
     Ack(Ack),
+    Nothing,
 }
 
 /// An op's full result: what it returned and everything the VMM can observe afterwards.
@@ -86,6 +96,11 @@ fn apply(pic: &mut Pic, op: &Op) -> Outcome {
         Op::Line { irq, source, level } => Outcome::Line(pic.set_irq_source(irq, source, level)),
         Op::Pulse(irq) => Outcome::Line(pic.pulse_irq(irq)),
         Op::Ack => Outcome::Ack(pic.acknowledge()),
+        Op::Reset => Outcome::Write(pic.reset()),
+        Op::UpdateOutput => {
+            pic.update_output();
+            Outcome::Nothing
+        }
     }
 }
 
@@ -293,6 +308,8 @@ fn single_op() -> impl Strategy<Value = Op> {
         9 => (0..16u8, 0..4u8, any::<bool>()).prop_map(|(irq, source, level)| Op::Line { irq, source, level }),
         4 => (0..16u8).prop_map(Op::Pulse),
         7 => Just(Op::Ack),
+        1 => Just(Op::Reset),
+        1 => Just(Op::UpdateOutput),
     ]
 }
 
@@ -389,6 +406,8 @@ struct Rules {
     cascade_is_a_wire: bool,
     /// A chip resolves requests while between ICW1 and its last ICW (KVM).
     live_during_init: bool,
+    /// INT is the output KVM latched at its last update point, not the current resolution.
+    int_latched: bool,
 }
 
 impl Rules {
@@ -397,12 +416,14 @@ impl Rules {
         sfnm_for_every_request: false,
         cascade_is_a_wire: true,
         live_during_init: false,
+        int_latched: false,
     };
     const KVM: Rules = Rules {
         special_mask_works: false,
         sfnm_for_every_request: true,
         cascade_is_a_wire: false,
         live_during_init: true,
+        int_latched: true,
     };
 }
 
@@ -470,14 +491,73 @@ fn resolve(chip: &ChipState, master: bool, inputs: u8, rules: Rules) -> Option<u
 /// vector). Cascade with nothing on the slave: spurious IRQ15 (slave IR7 vector).
 fn expected_ack(s: &PicState, rules: Rules) -> (u8, u8, bool) {
     let slave = resolve(&s.slave, false, s.slave.irr, rules);
-    let wire = if rules.cascade_is_a_wire && slave.is_some() { 1 << 2 } else { 0 };
-    match resolve(&s.master, true, s.master.irr | wire, rules) {
+    match master_request(s, rules) {
         None => (s.master.irq_base | 7, 7, true),
         Some(2) if !s.master.single_mode => match slave {
             Some(level) => (s.slave.irq_base | level, 8 | level, false),
             None => (s.slave.irq_base | 7, 15, true),
         },
         Some(level) => (s.master.irq_base | level, level, false),
+    }
+}
+
+/// What master IR2 sees of the slave besides IRR2: the slave's INT on the datasheet's wire
+/// (bit 2), nothing where KVM latches it into IRR2 instead.
+fn cascade_wire(s: &PicState, rules: Rules) -> u8 {
+    let slave = resolve(&s.slave, false, s.slave.irr, rules);
+    if rules.cascade_is_a_wire && slave.is_some() {
+        1 << 2
+    } else {
+        0
+    }
+}
+
+/// The level the master resolves in state `s` ("the master has a request" when `Some`).
+fn master_request(s: &PicState, rules: Rules) -> Option<u8> {
+    resolve(&s.master, true, s.master.irr | cascade_wire(s, rules), rules)
+}
+
+/// The INT output in state `s`: the master's resolution, or what KVM latched.
+fn expected_intr(s: &PicState, rules: Rules) -> bool {
+    if rules.int_latched {
+        s.output
+    } else {
+        master_request(s, rules).is_some()
+    }
+}
+
+/// Whether `op` from state `s` reaches one of the points where KVM runs `pic_update_irq`
+/// (KVM profile): a line change, the acknowledge, OCW1 (A0=1 write to a ready chip), an
+/// OCW2 that acts (a non-specific EOI with some level in service, special mask mode being
+/// ignored; a specific EOI; a priority command), a poll read except a master poll that
+/// answers IR2, reset and `update_output`. Wide accesses are dropped by KVM.
+fn kvm_update_point(s: &PicState, op: &Op) -> bool {
+    let chip_of = |port: u16| match port {
+        MASTER_COMMAND | MASTER_DATA => Some((&s.master, true)),
+        SLAVE_COMMAND | SLAVE_DATA => Some((&s.slave, false)),
+        _ => None,
+    };
+    match *op {
+        Op::Out(port, value) => match chip_of(port) {
+            Some((chip, _)) if port == MASTER_DATA || port == SLAVE_DATA => {
+                chip.init_state == InitState::Ready
+            }
+            Some((chip, _)) if value & 0x18 == 0 => match value >> 5 {
+                1 | 5 => chip.isr != 0,
+                3 | 6 | 7 => true,
+                _ => false,
+            },
+            _ => false,
+        },
+        Op::In(port) => match chip_of(port) {
+            Some((chip, true)) => chip.poll && master_request(s, Rules::KVM) != Some(2),
+            Some((chip, false)) => chip.poll,
+            None => false,
+        },
+        Op::OutWide(..) | Op::InWide(..) => false,
+        Op::Line { irq, source, .. } => irq < 16 && source < 32,
+        Op::Pulse(irq) => irq < 16,
+        Op::Ack | Op::Reset | Op::UpdateOutput => true,
     }
 }
 
@@ -626,7 +706,9 @@ proptest! {
     }
 
     /// The acknowledge returns exactly what an independent datasheet (or KVM) priority
-    /// resolver predicts from the state, and `pending_vector` predicts it at every step.
+    /// resolver predicts from the state, INT is the master's resolution (datasheet) or the
+    /// latched output (KVM), and `pending_vector` predicts the acknowledge whenever INT is
+    /// high (with KVM's INT latched high over nothing: spurious IRQ7) and is `None` otherwise.
     #[test]
     fn acknowledged_vector_is_the_highest_priority_unblocked_request(ops in op_sequence()) {
         for (quirks, rules) in PROFILES {
@@ -634,10 +716,13 @@ proptest! {
             for (i, op) in ops.iter().enumerate() {
                 let s = pic.state();
                 let expected = expected_ack(&s, rules);
-                let (_, irq, spurious) = expected;
-                let pending = if spurious && irq == 7 { None } else { Some(expected.0) };
+                let intr = expected_intr(&s, rules);
                 prop_assert_eq!(
-                    pic.pending_vector(), pending,
+                    pic.intr(), intr,
+                    "{:?}: intr before op #{} {:?}\nstate: {:#?}", quirks, i, op, s
+                );
+                prop_assert_eq!(
+                    pic.pending_vector(), intr.then_some(expected.0),
                     "{:?}: pending_vector before op #{} {:?}\nstate: {:#?}", quirks, i, op, s
                 );
                 if let Outcome::Ack(ack) = apply(&mut pic, op) {
@@ -759,10 +844,114 @@ proptest! {
             }
         }
     }
+
+    /// KVM profile: right after every op that reaches one of KVM's `pic_update_irq` points,
+    /// INT is "the master would resolve a request" (by the independent oracle, on the latched
+    /// IRR2); after every other op INT is unchanged, whatever the registers now say.
+    #[test]
+    fn kvm_int_is_latched_exactly_at_its_update_points(ops in op_sequence()) {
+        let mut pic = Pic::new(Quirks::KVM);
+        for (i, op) in ops.iter().enumerate() {
+            let before = pic.state();
+            apply(&mut pic, op);
+            let after = pic.state();
+            prop_assert_eq!(pic.intr(), after.output, "op #{} {:?}: intr() is not the latched output", i, op);
+            if kvm_update_point(&before, op) {
+                let request = master_request(&after, Rules::KVM);
+                prop_assert_eq!(
+                    pic.intr(), request.is_some(),
+                    "op #{} {:?} is an update point; master request {:?}\nbefore: {:#?}\nafter: {:#?}",
+                    i, op, request, before, after
+                );
+            } else {
+                prop_assert_eq!(
+                    pic.intr(), before.output,
+                    "op #{} {:?} is no update point but moved INT\nbefore: {:#?}\nafter: {:#?}",
+                    i, op, before, after
+                );
+            }
+        }
+    }
+
+    /// A byte read without a pending poll changes nothing and returns the selected register:
+    /// A0=0 reads ISR or IRR (the master's IRR with the slave's INT on IR2 where the cascade
+    /// is a wire), A0=1 reads IMR, the ELCR ports read ELCR.
+    #[test]
+    fn reads_return_the_selected_register(ops in op_sequence()) {
+        for (quirks, rules) in PROFILES {
+            let mut pic = Pic::new(quirks);
+            for (i, op) in ops.iter().enumerate() {
+                let s = pic.state();
+                let expected = match *op {
+                    Op::In(MASTER_COMMAND) if !s.master.poll => Some(if s.master.read_reg_select {
+                        s.master.isr
+                    } else {
+                        s.master.irr | cascade_wire(&s, rules)
+                    }),
+                    Op::In(SLAVE_COMMAND) if !s.slave.poll => {
+                        Some(if s.slave.read_reg_select { s.slave.isr } else { s.slave.irr })
+                    }
+                    Op::In(MASTER_DATA) if !s.master.poll => Some(s.master.imr),
+                    Op::In(SLAVE_DATA) if !s.slave.poll => Some(s.slave.imr),
+                    Op::In(ELCR1) => Some(s.master.elcr),
+                    Op::In(ELCR2) => Some(s.slave.elcr),
+                    _ => None,
+                };
+                let before = pic.clone();
+                let outcome = apply(&mut pic, op);
+                if let Some(value) = expected {
+                    prop_assert_eq!(
+                        outcome, Outcome::Read(vec![value], Effects::default()),
+                        "{:?}: op #{} {:?}\nstate: {:#?}", quirks, i, op, s
+                    );
+                    prop_assert_eq!(&pic, &before, "{:?}: op #{} {:?} changed the PIC", quirks, i, op);
+                }
+            }
+        }
+    }
+
+    /// Restore refuses a state with SNGL or LTIM set exactly in a profile that ignores that
+    /// mode (the first offending field, master first, SNGL before LTIM), leaving the PIC
+    /// unchanged; otherwise it installs the state as it is.
+    #[test]
+    fn restore_refuses_exactly_the_modes_the_profile_ignores(ops in op_sequence(), modes in 0..16u8) {
+        let mut s = fresh(Quirks::DATASHEET, &ops).state();
+        s.master.single_mode |= modes & 1 != 0;
+        s.master.ltim |= modes & 2 != 0;
+        s.slave.single_mode |= modes & 4 != 0;
+        s.slave.ltim |= modes & 8 != 0;
+        for quirks in [
+            Quirks::DATASHEET,
+            Quirks::KVM,
+            Quirks::SNGL_IGNORED,
+            Quirks::LTIM_IGNORED,
+            Quirks::KVM - Quirks::SNGL_IGNORED,
+            Quirks::KVM - Quirks::LTIM_IGNORED,
+        ] {
+            let ignored = [(Chip::Master, &s.master), (Chip::Slave, &s.slave)].into_iter().find_map(|(chip, c)| {
+                if c.single_mode && quirks.contains(Quirks::SNGL_IGNORED) {
+                    Some(StateError::IgnoredMode { chip, field: "single_mode" })
+                } else if c.ltim && quirks.contains(Quirks::LTIM_IGNORED) {
+                    Some(StateError::IgnoredMode { chip, field: "ltim" })
+                } else {
+                    None
+                }
+            });
+            let mut pic = fresh(quirks, &linux_init());
+            let old = pic.clone();
+            let result = pic.restore(&s);
+            prop_assert_eq!(result, ignored.map_or(Ok(()), Err), "{:?}\nstate: {:#?}", quirks, s);
+            if result.is_ok() {
+                prop_assert_eq!(pic.state(), s);
+            } else {
+                prop_assert_eq!(&pic, &old, "{:?}: a refused restore changed the PIC", quirks);
+            }
+        }
+    }
 }
 
 /// The attribution property is not vacuous: over 2000 generated sequences, every one of
-/// the ten quirks is, alone, decisive on the KVM side for at least one divergence.
+/// the eleven quirks is, alone, decisive on the KVM side for at least one divergence.
 #[test]
 fn every_quirk_is_exercised_by_the_generator() {
     let mut runner = TestRunner::deterministic();

@@ -269,9 +269,15 @@ impl Counter {
 
     /// Replaces the VM-wide state after checking it; on error nothing changes. The VMM must then
     /// re-evaluate its vCPUs ([`VcpuTimers::level`], [`VcpuTimers::next_deadline`]).
+    ///
+    /// The frequency must be the configured one ([`StateError::FrequencyMismatch`]), and the
+    /// offsets are relative to the host counter: on another host, or after the host counter
+    /// restarted, set them anew ([`Counter::set_count`]) so the guest's counts continue.
     pub fn restore(&mut self, state: &CounterState) -> Result<(), StateError> {
         state.validate()?;
-        self.cntfrq = state.cntfrq;
+        if state.cntfrq != self.cntfrq {
+            return Err(StateError::FrequencyMismatch { state: state.cntfrq, configured: self.cntfrq });
+        }
         self.cntvoff = state.cntvoff;
         self.cntpoff = state.cntpoff;
         Ok(())

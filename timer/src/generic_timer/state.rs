@@ -127,6 +127,14 @@ pub enum StateError {
         /// The bits that exist.
         writable: u64,
     },
+    /// The state was taken with a counter of another frequency: CNTFRQ_EL0 is configuration
+    /// of the host counter this model reads, so a restore cannot change it.
+    FrequencyMismatch {
+        /// CNTFRQ_EL0 in the state.
+        state: u32,
+        /// The configured frequency.
+        configured: u32,
+    },
     /// An EL2 timer is programmed but the VM has no EL2.
     AbsentEl2Timer {
         /// The timer.
@@ -143,6 +151,9 @@ impl core::fmt::Display for StateError {
             }
             StateError::CntkctlReservedBits { cntkctl, writable } => {
                 write!(f, "CNTKCTL_EL1 {cntkctl:#x} sets bits outside {writable:#x}")
+            }
+            StateError::FrequencyMismatch { state, configured } => {
+                write!(f, "CNTFRQ_EL0 {state} Hz in the state, but the counter runs at {configured} Hz")
             }
             StateError::AbsentEl2Timer { timer } => {
                 write!(f, "{timer:?} timer is programmed but the VM has no EL2")

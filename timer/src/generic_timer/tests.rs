@@ -605,3 +605,13 @@ fn state_survives_serialization() {
     let back: (CounterState, VcpuTimersState) = serde_json::from_str(&json).unwrap();
     assert_eq!(back, (c.state(), vcpu.state()));
 }
+
+#[test]
+fn restore_refuses_a_counter_of_another_frequency() {
+    let mut c = counter();
+    let mut other = Counter::new(c.frequency() * 2, Features::default()).unwrap();
+    other.set_offset(Offset::Virtual, 5, 0, [], &mut []);
+    let before = c.clone();
+    assert!(matches!(c.restore(&other.state()), Err(StateError::FrequencyMismatch { .. })));
+    assert_eq!(c, before);
+}

@@ -247,7 +247,9 @@ impl ChannelState {
             Mode::RateGenerator | Mode::SquareWave => match self.phase {
                 Phase::Counting(mut run) => {
                     if run.reload_at.is_none() {
-                        let t = tick(&run, now);
+                        // A `now` earlier than the waveform's origin (two vCPUs that read
+                        // the clock before taking the PIT lock) counts as the origin.
+                        let t = tick(&run, now).max(run.origin_tick);
                         let (raw, position) = self.wave_at(&run, t);
                         let end = wave::next_reload(self.kind(), self.initial(raw), position);
                         run.reload_at = Some(t.saturating_add(end.saturating_sub(position)));

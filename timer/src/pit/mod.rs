@@ -49,6 +49,11 @@
 //! * A control word clears an unread latched count and status ("held until read or the
 //!   counter is reprogrammed").
 //! * `now` earlier than a previous call is treated as no time passing for IRQ0 bookkeeping.
+//! * At power-on OUT0 is low (mode 0, no count), so the first control word that selects mode
+//!   1–5 for counter 0 raises OUT0: [`Pit::advance`] reports that rising edge, and a guest
+//!   sees one IRQ0 while it programs the PIT (KVM and QEMU start with OUT0 high and do not).
+//! * A state holds host times; to restore it under another host clock, pass it through
+//!   [`PitState::moved`].
 //!
 //! ```
 //! use vm_timer::pit::{regs::*, Pit};
@@ -190,9 +195,10 @@ impl Pit {
         if let [value] = data {
             return self.write(port, *value, now);
         }
-        let mut rearm = false;
-        for (offset, value) in (0u16..).zip(data) {
-            rearm |= self.write(port.wrapping_add(offset), *value, now).rearm;
+        let (mut rearm, mut port) = (false, port);
+        for value in data {
+            rearm |= self.write(port, *value, now).rearm;
+            port = port.wrapping_add(1);
         }
         Effects { rearm, invalid: Some(width(data.len())) }
     }
@@ -205,8 +211,10 @@ impl Pit {
             *value = v;
             return effects;
         }
-        for (offset, value) in (0u16..).zip(data.iter_mut()) {
-            *value = self.read(port.wrapping_add(offset), now).0;
+        let mut port = port;
+        for value in data.iter_mut() {
+            *value = self.read(port, now).0;
+            port = port.wrapping_add(1);
         }
         Effects { rearm: false, invalid: Some(width(data.len())) }
     }

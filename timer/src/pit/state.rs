@@ -173,6 +173,29 @@ impl Default for PitState {
 }
 
 impl PitState {
+    /// The same state on another host clock: `saved_at` is when the state was taken, on the
+    /// clock it was taken with, and `now` is the same instant on the clock of the PIT it will
+    /// be restored into. Every host time in the state moves by the difference (saturating at
+    /// 0 and `u64::MAX`), so counting continues where it stopped instead of freezing or
+    /// replaying the gap. Use it when a snapshot crosses a host or a process restart.
+    pub fn moved(&self, saved_at: u64, now: u64) -> PitState {
+        let shift = |t: u64| {
+            if t <= saved_at {
+                now.saturating_sub(saved_at.wrapping_sub(t))
+            } else {
+                now.saturating_add(t.wrapping_sub(saved_at))
+            }
+        };
+        let mut moved = *self;
+        for channel in &mut moved.channels {
+            if let Phase::Counting(run) = &mut channel.phase {
+                run.start_ns = shift(run.start_ns);
+            }
+        }
+        moved.irq0_synced_ns = shift(self.irq0_synced_ns);
+        moved
+    }
+
     /// Checks every field for combinations the model cannot reach (a state is plain data
     /// and may come from a file or another host).
     pub fn validate(&self) -> Result<(), StateError> {

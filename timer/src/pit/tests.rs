@@ -564,3 +564,40 @@ fn state_survives_serialization_and_still_validates_on_restore() {
     let bad: PitState = serde_json::from_str(&tampered).unwrap();
     assert!(matches!(pit.restore(&bad), Err(StateError::Mode { value: 9, .. })));
 }
+
+#[test]
+fn state_moved_to_another_host_clock_keeps_the_tick_going() {
+    let mut pit = Pit::default();
+    linux_periodic_tick(&mut pit, T0);
+    let saved_at = T0 + 25_000_000; // 2.5 periods in
+    pit.advance(saved_at);
+    let state = pit.state();
+    // The new host's clock reads 10 s at the instant the old one read `saved_at`.
+    let now = 10_000_000_000;
+    let mut moved = Pit::default();
+    moved.restore(&state.moved(saved_at, now)).unwrap();
+    let old_next = pit.next_deadline(saved_at).unwrap();
+    assert_eq!(moved.next_deadline(now), Some(now + (old_next - saved_at)));
+    assert_eq!(moved.advance(now + 1_000_000_000), 100, "one second: 100 edges, no freeze, no replay");
+}
+
+#[test]
+fn count_written_with_an_earlier_clock_reading_still_restores() {
+    // Two vCPUs can read the clock before taking the PIT lock, so `now` may step back.
+    let mut pit = Pit::default();
+    program(&mut pit, Counter::Counter0, 2, 100, T0);
+    out(&mut pit, COUNTER0, 50, T0 + 10_000); // LSB: the reload waits for the period's end
+    out(&mut pit, COUNTER0, 0, T0 + 200_000);
+    out(&mut pit, COUNTER0, 50, T0 + 1_000); // earlier than the previous write
+    let mut copy = Pit::default();
+    assert_eq!(copy.restore(&pit.state()), Ok(()));
+}
+
+#[test]
+fn huge_wide_access_wraps_the_port_instead_of_panicking() {
+    let mut pit = Pit::default();
+    let data = std::vec![0u8; 70_000];
+    assert_eq!(pit.pio_write(0xFFF0, &data, T0).invalid, Some(AccessError::Width(u16::MAX)));
+    let mut buf = std::vec![0u8; 70_000];
+    let _ = pit.pio_read(0, &mut buf, T0);
+}

@@ -56,7 +56,9 @@ impl GuestTsc {
     ///
     /// "Counting up" means the guest has advanced by `δ = (guest_tsc − read(from)) mod 2^64`
     /// ticks: `h` is the first host TSC with `⌊h·r/2^f⌋ ≥ ⌊from·r/2^f⌋ + δ`, computed without
-    /// truncation, so a guest TSC that wraps past 2^64 on the way is still followed.
+    /// truncation, so a guest TSC that wraps past 2^64 on the way is still followed. (A
+    /// [`super::TscDeadline`] fires on the plain compare `guest TSC ≥ deadline`, so a deadline
+    /// that the guest TSC only reaches by wrapping is reported here but does not fire at `h`.)
     pub fn host_tsc_reaching(&self, guest_tsc: u64, from_host_tsc: u64) -> Option<u64> {
         let format = self.scaling.format();
         let ratio = self.scaling.ratio();

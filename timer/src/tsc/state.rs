@@ -10,8 +10,10 @@ use super::scaling::{RatioError, ScalingFormat, TscScaling};
 /// guest TSC equals the host TSC until the VMM sets it, e.g. with
 /// [`Tsc::host_set_tsc`](super::Tsc::host_set_tsc)`(0, now)`), TSC_ADJUST 0 and no deadline.
 ///
-/// The deadline is the MSR's value, a guest TSC value; no host time is ever stored, so a state
-/// taken on one host restores on another and the host deadline is recomputed from it.
+/// The deadline is the MSR's value, a guest TSC value; no host time is ever stored, so the host
+/// deadline is recomputed after a restore. The offset, though, is relative to the host TSC: on
+/// another host (or after the host TSC restarted) set the guest TSC anew with
+/// [`Tsc::host_set_tsc`](super::Tsc::host_set_tsc) after restoring, or it jumps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TscState {
