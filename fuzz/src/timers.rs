@@ -34,23 +34,10 @@
 //! wide accesses being their byte accesses, an access without `rearm` leaving the IRQ0
 //! deadline alone, and port 0x61 showing gate 2, speaker data and OUT2.
 //!
-//! # Known model bugs (reported, not fixed)
-//!
-//! Two disagreements the fuzzer found are exempted, each exactly in its own case and each
-//! behind a switch that turns the exemption off to reproduce it:
-//!
-//! * TSC ([`ASSERT_TSC_DEADLINE_ACROSS_WRAP`]): `next_deadline` follows the guest TSC across a
-//!   wrap past 2^64 ([`GuestTsc::host_tsc_reaching`]) while `advance` fires on an unsigned
-//!   compare. When a scaled guest TSC (ratio > 1) jumps from below the deadline to past 2^64
-//!   within one host tick, `next_deadline` names a host TSC `h` at which `advance` does not
-//!   fire. Exempted: `advance(h)` not firing when the guest TSC is below the deadline at
-//!   `h − 1` and wraps between `h − 1` and `h` (`wraps_over_deadline`).
-//! * PIT ([`ASSERT_PIT_TIME_BASE_AHEAD`]): `Pit::restore` accepts a counting run whose
-//!   waveform origin (`Counting::origin_tick`) lies after the counter's clock. There the
-//!   position stays frozen until the origin, which `advance` follows but `next_deadline`
-//!   does not (it assumes the position moves from the current clock), so `next_deadline`
-//!   names an instant at which `advance` reports no edge. Exempted while
-//!   `pit_time_base_ahead` holds: the PIT deadline agreement.
+//! Two disagreements this target found were model bugs and are fixed: a TSC deadline that a
+//! scaled guest TSC steps over while wrapping past 2^64 (now `None`, or the next cycle), and a
+//! restored PIT run whose waveform origin lies ahead of its clock (`next_deadline` now waits
+//! for the origin as `advance` does). Both are asserted without exemption.
 //!
 //! This file is the `timers` module of the `vm-irq-fuzz` crate (cargo-fuzz, nightly) and is
 //! also included by `timer/tests/fuzz_corpus.rs`, which replays the seed corpus on stable, so
@@ -71,15 +58,6 @@ use vm_timer::tsc::{GuestTsc, RatioError, ScalingFormat, Tsc, TscScaling, TscSta
 
 /// The most operations one input applies (the rest is ignored), so that every run is fast.
 pub const MAX_OPS: usize = 512;
-
-/// Whether the TSC deadline agreement is asserted also when the guest TSC jumps past 2^64
-/// over the deadline (the known model bug in the module docs). Set it to reproduce the bug.
-pub const ASSERT_TSC_DEADLINE_ACROSS_WRAP: bool = false;
-
-/// Whether the PIT deadline agreement is asserted also when a counter's waveform origin lies
-/// after its clock (the second known model bug in the module docs, see
-/// `pit_time_base_ahead`). Set it to reproduce the bug.
-pub const ASSERT_PIT_TIME_BASE_AHEAD: bool = false;
 
 /// Number of ARM vCPUs sharing the counter.
 const VCPUS: usize = 2;
@@ -1097,9 +1075,8 @@ impl World {
             }
             Op::PitAdvance { .. } => {
                 let expected = self.pit.next_deadline(now).is_some_and(|t| t <= now);
-                let exempt = !ASSERT_PIT_TIME_BASE_AHEAD && pit_time_base_ahead(&self.pit.state(), now);
                 let edges = self.pit.advance(now);
-                assert!((edges > 0) == expected || exempt, "{at}: advance reported {edges} edges");
+                assert_eq!(edges > 0, expected, "{at}: advance reported {edges} edges");
                 assert_eq!(self.pit.advance(now), 0, "{at}: edges reported twice");
                 assert!(
                     self.pit.next_deadline(now).is_none_or(|t| t > now),
@@ -1354,8 +1331,7 @@ impl World {
         }
 
         // PIT.
-        let exempt = !ASSERT_PIT_TIME_BASE_AHEAD && pit_time_base_ahead(&self.pit.state(), now);
-        check_pit(&self.pit, now, exempt, at);
+        check_pit(&self.pit, now, at);
     }
 }
 
@@ -1428,11 +1404,6 @@ fn check_tsc_deadline(tsc: &Tsc, now: u64, at: &Step) {
             }
             let mut c = *tsc;
             let fired = c.advance(h);
-            if !fired && !ASSERT_TSC_DEADLINE_ACROSS_WRAP && wraps_over_deadline(&clock, deadline, now, h) {
-                // The known model bug (module docs): the guest TSC jumped past 2^64 over the
-                // deadline between h-1 and h, so the unsigned compare in `advance` does not fire.
-                return;
-            }
             assert!(
                 fired,
                 "{at}: TSC deadline {deadline:#x} did not fire at next_deadline {h:#x} \
@@ -1441,16 +1412,6 @@ fn check_tsc_deadline(tsc: &Tsc, now: u64, at: &Step) {
                 clock.read(h)
             );
         }
-    }
-}
-
-/// The known-bug case: the guest TSC is below `deadline` at `h − 1` and wraps past 2^64
-/// between `h − 1` and `h` (its value at `h` is below its value at `h − 1`), so at `h` it has
-/// counted past the deadline but reads less than it.
-fn wraps_over_deadline(clock: &GuestTsc, deadline: u64, now: u64, h: u64) -> bool {
-    h > now && {
-        let (before, at) = (clock.read(h - 1), clock.read(h));
-        before < deadline && at < before
     }
 }
 
@@ -1621,10 +1582,7 @@ fn check_arm_deadline(counter: &Counter, d: &Deadline, now: u64, at: &Step) {
 // ----- PIT checks -------------------------------------------------------------------------
 
 /// Invariants 3 and 4 for the PIT, on clones.
-///
-/// `exempt`: the PIT is in the known-bug case of [`pit_time_base_ahead`]: deadline agreement
-/// is not asserted.
-fn check_pit(pit: &Pit, now: u64, exempt: bool, at: &Step) {
+fn check_pit(pit: &Pit, now: u64, at: &Step) {
     let state = pit.state();
     assert_eq!(state.validate(), Ok(()), "{at}: the PIT reached a state restore refuses (state {state:?})");
     let mut fresh = Pit::new();
@@ -1635,7 +1593,7 @@ fn check_pit(pit: &Pit, now: u64, exempt: bool, at: &Step) {
             let mut c = pit.clone();
             let edges = c.advance(u64::MAX);
             assert!(
-                edges == 0 || exempt,
+                edges == 0,
                 "{at}: next_deadline None but advance(u64::MAX) reports {edges} edges (state {state:?})"
             );
         }
@@ -1644,13 +1602,13 @@ fn check_pit(pit: &Pit, now: u64, exempt: bool, at: &Step) {
             if t > now {
                 let edges = c.advance(t - 1);
                 assert!(
-                    edges == 0 || exempt,
+                    edges == 0,
                     "{at}: {edges} edges at {:#x}, before next_deadline {t:#x} (state {state:?})",
                     t - 1
                 );
             }
             let edges = c.advance(t);
-            assert!(edges >= 1 || exempt, "{at}: no edge at next_deadline {t:#x} (state {state:?})");
+            assert!(edges >= 1, "{at}: no edge at next_deadline {t:#x} (state {state:?})");
         }
     }
 
@@ -1663,24 +1621,6 @@ fn check_pit(pit: &Pit, now: u64, exempt: bool, at: &Step) {
         pit.output(PitCounter::Counter2, now),
         "{at}: port 0x61 OUT2"
     );
-}
-
-/// The known-bug case of the PIT (module docs): a counter counts with a waveform origin
-/// (`origin_tick`) later than its clock at `now` (or, for counter 0, at the instant up to
-/// which IRQ0 edges were counted), as a restore of arbitrary fields can install.
-fn pit_time_base_ahead(state: &PitState, now: u64) -> bool {
-    let tick = |start: u64, at: u64| {
-        let elapsed = at.saturating_sub(start);
-        u64::try_from(u128::from(elapsed) * u128::from(pit_regs::CLOCK_HZ) / 1_000_000_000)
-            .unwrap_or(u64::MAX)
-    };
-    state.channels.iter().enumerate().any(|(i, channel)| match channel.phase {
-        Phase::Counting(run) => {
-            tick(run.start_ns, now) < run.origin_tick
-                || (i == 0 && tick(run.start_ns, state.irq0_synced_ns) < run.origin_tick)
-        }
-        _ => false,
-    })
 }
 
 /// A byte write: unknown ports are ignored and flagged; without `rearm` the IRQ0 deadline

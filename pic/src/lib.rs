@@ -309,10 +309,13 @@ impl Pic {
     /// The vector [`Pic::acknowledge`] would return now, or `None` while INT is low.
     #[inline]
     pub fn pending_vector(&self) -> Option<u8> {
-        if !self.intr() {
+        let request = self.master_request();
+        let int =
+            if self.quirks.contains(Quirks::INT_LATCHED) { self.state.output } else { request.is_some() };
+        if !int {
             return None;
         }
-        Some(match self.master_request() {
+        Some(match request {
             // Only with a latched INT (KVM profile): the acknowledge finds nothing.
             None => self.state.master.irq_base | 7,
             Some(CASCADE_IRQ) if !self.state.master.single_mode => {
@@ -476,6 +479,9 @@ impl Pic {
     /// INT. Called exactly where KVM calls it; does nothing in the datasheet profile.
     #[inline(always)]
     fn kvm_update(&mut self) {
+        if !self.quirks.intersects(Quirks::CASCADE_LATCHED.union(Quirks::INT_LATCHED)) {
+            return;
+        }
         if self.quirks.contains(Quirks::CASCADE_LATCHED) && self.slave_request().is_some() {
             self.state.master.set_input(CASCADE_IRQ, true);
             self.state.master.set_input(CASCADE_IRQ, false);

@@ -611,7 +611,7 @@ fn restore_refuses_a_counter_of_another_frequency() {
     let mut c = counter();
     let mut other = Counter::new(c.frequency() * 2, Features::default()).unwrap();
     other.set_offset(Offset::Virtual, 5, 0, [], &mut []);
-    let before = c.clone();
+    let before = c;
     assert!(matches!(c.restore(&other.state()), Err(StateError::FrequencyMismatch { .. })));
     assert_eq!(c, before);
 }

@@ -340,7 +340,8 @@ impl ChannelState {
     /// (`None` also when that is beyond `u64::MAX` ns).
     pub(crate) fn next_rising_edge_ns(&self, after_ns: u64) -> Option<u64> {
         let Phase::Counting(run) = self.phase else { return None };
-        let t = tick(&run, after_ns);
+        // Before the waveform's origin the position stands still (as `rising_edges` counts).
+        let t = tick(&run, after_ns).max(run.origin_tick);
         let mode = self.kind();
         let (raw, position) = self.wave_at(&run, t);
         let next = wave::next_rising_edge(mode, self.initial(raw), position)

@@ -601,3 +601,21 @@ fn huge_wide_access_wraps_the_port_instead_of_panicking() {
     let mut buf = std::vec![0u8; 70_000];
     let _ = pit.pio_read(0, &mut buf, T0);
 }
+
+#[test]
+fn restored_run_whose_origin_lies_ahead_rises_where_next_deadline_says() {
+    let mut pit = Pit::new();
+    program(&mut pit, Counter::Counter0, 2, 100, 0);
+    pit.advance(0); // the control word's OUT0 edge
+    let mut state = pit.state();
+    state.channels[0].phase = Phase::Counting(Counting {
+        start_ns: 0,
+        origin_tick: 1_000_000,
+        origin_position: 0,
+        reload_at: None,
+    });
+    pit.restore(&state).unwrap();
+    let t = pit.next_deadline(0).unwrap();
+    assert_eq!(pit.clone().advance(t - 1), 0);
+    assert_eq!(pit.advance(t), 1, "the edge is where next_deadline put it");
+}

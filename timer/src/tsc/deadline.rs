@@ -120,7 +120,18 @@ impl TscDeadline {
         if self.has_expired(clock, now_host_tsc) {
             return Some(now_host_tsc);
         }
-        clock.host_tsc_reaching(self.deadline, now_host_tsc)
+        // A scaled guest TSC can step over a deadline near 2^64 and wrap within one host tick;
+        // the plain compare then does not hold there, so look for the next time it does. A
+        // deadline stepped over twice in a row is one the guest TSC never meets: `None`.
+        let mut from = now_host_tsc;
+        for _ in 0..2 {
+            let host_tsc = clock.host_tsc_reaching(self.deadline, from)?;
+            if clock.read(host_tsc) >= self.deadline {
+                return Some(host_tsc);
+            }
+            from = host_tsc;
+        }
+        None
     }
 
     /// [`TscDeadline::next_deadline`] as a host monotonic time in nanoseconds, for a host timer

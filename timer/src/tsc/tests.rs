@@ -251,3 +251,16 @@ fn default_tsc_is_the_reset_state() {
     let svm = Tsc::new(TscScaling::identity(ScalingFormat::Svm));
     assert_eq!(svm.state(), TscState::reset(ScalingFormat::Svm));
 }
+
+#[test]
+fn deadline_a_scaled_tsc_always_steps_over_has_no_host_deadline() {
+    // Ratio 4: from 2^64 - 3 the guest TSC steps straight to 1 and then takes only values
+    // that are 1 mod 4, so it never reads u64::MAX: the deadline never fires, and no host
+    // time may be named for it (naming the wrapping tick would arm a timer that fires nothing).
+    let mut tsc = Tsc::new(TscScaling::new(ScalingFormat::Vmx, 4 << 48).unwrap());
+    tsc.host_set_tsc(u64::MAX - 2, 0);
+    assert!(!tsc.guest_write_tsc_deadline(u64::MAX, 0));
+    assert_eq!(tsc.next_deadline(0), None);
+    assert!(!tsc.clone().advance(1));
+    assert!(!tsc.advance(u64::MAX));
+}
