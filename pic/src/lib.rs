@@ -138,7 +138,7 @@ pub struct Effects {
 }
 
 impl Effects {
-    const fn eoi(eoi: u16) -> Self {
+    const fn with_eoi(eoi: u16) -> Self {
         Effects { eoi, invalid: None }
     }
 
@@ -415,7 +415,7 @@ impl Pic {
             c.irr = lines & c.level_mask();
         }
         self.kvm_update();
-        Effects::eoi(eoi)
+        Effects::with_eoi(eoi)
     }
 
     // ----- internals ----------------------------------------------------------------------
@@ -543,7 +543,7 @@ impl Pic {
             c.auto_eoi = false;
             ended
         };
-        Effects::eoi(Self::global(chip, eoi))
+        Effects::with_eoi(Self::global(chip, eoi))
     }
 
     /// An A0=1 write: the next ICW during initialisation, OCW1 (IMR) afterwards.
@@ -611,7 +611,7 @@ impl Pic {
             }
         };
         self.kvm_update();
-        Effects::eoi(Self::global(chip, eoi))
+        Effects::with_eoi(Self::global(chip, eoi))
     }
 
     fn ocw3(&mut self, chip: Chip, ocw3: Ocw3) {
@@ -678,7 +678,7 @@ impl Pic {
         match request {
             Some(level) => {
                 let eoi = self.chip_mut(chip).acknowledge(level);
-                (POLL_INT | level, Effects::eoi(Self::global(chip, eoi)))
+                (POLL_INT | level, Effects::with_eoi(Self::global(chip, eoi)))
             }
             None => (0, Effects::default()),
         }
@@ -700,7 +700,7 @@ impl Pic {
         if chip == Chip::Slave || level != CASCADE_IRQ {
             self.kvm_update();
         }
-        (POLL_INT | level, Effects::eoi(Self::global(chip, bit(level))))
+        (POLL_INT | level, Effects::with_eoi(Self::global(chip, bit(level))))
     }
 
     /// Widens a chip-local bit set to IRQ numbering (slave bits are IRQ8–15).
