@@ -1,2 +1,3 @@
+pub mod corpus;
 pub mod pic;
 pub mod timers;

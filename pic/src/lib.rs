@@ -396,8 +396,8 @@ impl Pic {
     }
 
     /// System reset: both chips return to their power-on state. The input lines belong to
-    /// the devices and keep their levels, so level-triggered IRR follows them; in the
-    /// datasheet profile a line held high needs a new edge. Reports every level whose service
+    /// the devices and keep their levels; in the datasheet profile a line held high needs a
+    /// new edge. Reports every level whose service
     /// or pending edge the reset cancelled, as ICW1 does.
     pub fn reset(&mut self) -> Effects {
         let mut eoi = 0;
@@ -407,12 +407,11 @@ impl Pic {
         }
         let sources = self.state.sources;
         self.state = PicState { sources, ..PicState::default() };
-        let forget = self.quirks.contains(Quirks::ICW1_RETAINS_STATE);
-        for chip in [Chip::Master, Chip::Slave] {
-            let lines = self.state.line_levels(chip);
-            let c = self.chip_mut(chip);
-            c.last_irr = if forget { 0 } else { lines };
-            c.irr = lines & c.level_mask();
+        // Every input is edge-triggered again (ELCR and LTIM clear), so IRR starts empty; in
+        // the datasheet profile a line already high must fall and rise to request.
+        if !self.quirks.contains(Quirks::ICW1_RETAINS_STATE) {
+            self.state.master.last_irr = self.state.line_levels(Chip::Master);
+            self.state.slave.last_irr = self.state.line_levels(Chip::Slave);
         }
         self.kvm_update();
         Effects::with_eoi(eoi)

@@ -2,6 +2,8 @@
 //! that `cargo test` checks every seed against the fuzz target's invariants without nightly
 //! or libFuzzer. The checker is the fuzz crate's own `fuzz/src/pic.rs`, included by path.
 
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
 #[path = "../../fuzz/src/pic.rs"]
 mod pic_fuzz;
 
@@ -9,18 +11,5 @@ mod pic_fuzz;
 /// violation (see `fuzz/src/pic.rs` for the list of invariants).
 #[test]
 fn fuzz_seed_corpus_replays_without_invariant_violations() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/pic");
-    let mut seeds: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|error| panic!("cannot list {dir}: {error}"))
-        .map(|entry| entry.expect("corpus directory entry").path())
-        .collect();
-    seeds.sort();
-    assert!(seeds.len() >= 10, "only {} seeds in {dir}", seeds.len());
-    for seed in &seeds {
-        // Printed only if a seed fails, to name it.
-        println!("replaying {}", seed.display());
-        let data =
-            std::fs::read(seed).unwrap_or_else(|error| panic!("cannot read {}: {error}", seed.display()));
-        pic_fuzz::run(&data);
-    }
+    corpus::replay(env!("CARGO_MANIFEST_DIR"), "pic", pic_fuzz::run);
 }

@@ -3,6 +3,8 @@
 //! nightly or libFuzzer. The checker is the fuzz crate's own `fuzz/src/timers.rs`, included by
 //! path.
 
+#[path = "../../fuzz/src/corpus.rs"]
+mod corpus;
 #[path = "../../fuzz/src/timers.rs"]
 mod timers_fuzz;
 
@@ -11,18 +13,5 @@ mod timers_fuzz;
 /// invariants).
 #[test]
 fn fuzz_seed_corpus_replays_without_invariant_violations() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/timers");
-    let mut seeds: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|error| panic!("cannot list {dir}: {error}"))
-        .map(|entry| entry.expect("corpus directory entry").path())
-        .collect();
-    seeds.sort();
-    assert!(seeds.len() >= 10, "only {} seeds in {dir}", seeds.len());
-    for seed in &seeds {
-        // Printed only if a seed fails, to name it.
-        println!("replaying {}", seed.display());
-        let data =
-            std::fs::read(seed).unwrap_or_else(|error| panic!("cannot read {}: {error}", seed.display()));
-        timers_fuzz::run(&data);
-    }
+    corpus::replay(env!("CARGO_MANIFEST_DIR"), "timers", timers_fuzz::run);
 }
