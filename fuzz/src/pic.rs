@@ -815,16 +815,17 @@ fn checked_reset(pic: &mut Pic, at: &Step) {
 }
 
 /// `update_output` is exactly KVM's `pic_update_irq` (so nothing without `CASCADE_LATCHED`
-/// and `INT_LATCHED`), and running it again changes nothing.
+/// and `INT_LATCHED`), also when run twice. It is not idempotent, as KVM's is not: a pulse of
+/// IR2 while its edge detector already saw the line high latches nothing but clears
+/// `last_irr` bit 2, so the next update latches IRR2 (and may raise the latched INT).
 fn checked_update_output(pic: &mut Pic, at: &Step) {
     let quirks = pic.quirks();
-    let before = pic.state();
-    pic.update_output();
-    assert_eq!(pic.state(), kvm_update(&before, quirks), "{at}: update_output");
-    check_output(pic, &before, true, at, "update_output");
-    let once = pic.clone();
-    pic.update_output();
-    assert_eq!(*pic, once, "{at}: a second update_output changed the PIC");
+    for _ in 0..2 {
+        let before = pic.state();
+        pic.update_output();
+        assert_eq!(pic.state(), kvm_update(&before, quirks), "{at}: update_output");
+        check_output(pic, &before, true, at, "update_output");
+    }
 }
 
 /// Restore: installs exactly `state`, or refuses it exactly when a [`vm_pic::StateError`]
