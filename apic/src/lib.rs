@@ -1,8 +1,29 @@
-//! Local APIC (xAPIC and x2APIC), IOAPIC, APIC-bus routing and the virtual-APIC page with
-//! posted interrupts, for virtual machine monitors.
+//! Local APIC (xAPIC and x2APIC), IOAPIC and APIC-bus routing for virtual machine monitors, as
+//! plain-data models with time as an input.
 //!
-//! Not built yet: this crate is a placeholder so that the workspace layout is complete.
-//! The local APIC and IOAPIC arrive with the LAPIC/IOAPIC issue, the APICv model after it.
+//! * [`msi`]: the interrupt message every source speaks ([`Interrupt`]) and its MSI encoding.
+//! * [`ioapic`]: the 82093AA I/O APIC (version 0x11, or 0x20 with the EOI register).
+//! * [`VectorSet`]: 256-bit vector sets (IRR, ISR, TMR, EOI-exit bitmaps).
+//!
+//! No guest input can panic a model: every offset, width and value has a defined answer.
 
 #![no_std]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+pub mod ioapic;
+pub mod msi;
+mod vectors;
+
+pub use msi::{DeliveryMode, DestinationMode, Interrupt, MsiFormat, MsiMessage, Shorthand, TriggerMode};
+pub use vectors::VectorSet;

@@ -1,3 +1,5 @@
 pub mod corpus;
+pub mod ioapic;
+pub mod lapic;
 pub mod pic;
 pub mod timers;
