@@ -1,6 +1,8 @@
 //! Local APIC (xAPIC and x2APIC), IOAPIC and APIC-bus routing for virtual machine monitors, as
 //! plain-data models with time as an input.
 //!
+//! * [`lapic`]: the local APIC (xAPIC MMIO and x2APIC MSRs, timer, acceptance, INTA, EOI).
+//! * [`bus`]: the APIC bus that delivers one message to the APICs it addresses.
 //! * [`msi`]: the interrupt message every source speaks ([`Interrupt`]) and its MSI encoding.
 //! * [`ioapic`]: the 82093AA I/O APIC (version 0x11, or 0x20 with the EOI register).
 //! * [`VectorSet`]: 256-bit vector sets (IRR, ISR, TMR, EOI-exit bitmaps).
@@ -21,7 +23,9 @@
     )
 )]
 
+pub mod bus;
 pub mod ioapic;
+pub mod lapic;
 pub mod msi;
 mod vectors;
 
