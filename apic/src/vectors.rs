@@ -54,13 +54,13 @@ impl VectorSet {
     /// The highest vector in the set (the highest priority), or `None` if it is empty.
     #[inline(always)]
     pub const fn highest(&self) -> Option<u8> {
-        let mut word = 4;
+        let mut word: usize = 4;
         while word > 0 {
-            word -= 1;
+            word = word.wrapping_sub(1);
             let bits = self.word(word);
             if bits != 0 {
                 // word ≤ 3 and the bit index ≤ 63: the sum fits in a u8.
-                return Some(((word as u32) << 6 | (63 - bits.leading_zeros())) as u8);
+                return Some(((word as u32) << 6 | (63u32.wrapping_sub(bits.leading_zeros()))) as u8);
             }
         }
         None
@@ -75,7 +75,11 @@ impl VectorSet {
     /// The number of vectors in the set.
     #[inline]
     pub const fn len(&self) -> u32 {
-        self.0[0].count_ones() + self.0[1].count_ones() + self.0[2].count_ones() + self.0[3].count_ones()
+        // At most 256.
+        (self.0[0].count_ones())
+            .wrapping_add(self.0[1].count_ones())
+            .wrapping_add(self.0[2].count_ones())
+            .wrapping_add(self.0[3].count_ones())
     }
 
     /// 32-bit register `index` (0–7) of the APIC's view: vectors `32·index` to `32·index + 31`.
@@ -85,7 +89,7 @@ impl VectorSet {
         if index > 7 {
             return 0;
         }
-        (self.word(index >> 1) >> ((index & 1) * 32)) as u32
+        (self.word(index >> 1) >> ((index & 1) << 5)) as u32
     }
 
     /// Replaces 32-bit register `index` (0–7); an index above 7 changes nothing.
@@ -94,7 +98,7 @@ impl VectorSet {
         if index > 7 {
             return;
         }
-        let shift = (index & 1) * 32;
+        let shift = (index & 1) << 5;
         let w = self.word_mut(index >> 1);
         *w = (*w & !(0xFFFF_FFFFu64 << shift)) | (u64::from(value) << shift);
     }
