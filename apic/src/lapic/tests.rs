@@ -1018,13 +1018,14 @@ fn restore_of_state_is_the_identity() {
 fn restore_refuses_states_the_model_cannot_reach_and_changes_nothing() {
     let apic = enabled(Quirks::SDM);
     let good = apic.state();
-    let mut bad_states = Vec::new();
-    bad_states.push(LocalApicState { apic_base: good.apic_base | 1, ..good });
-    bad_states.push(LocalApicState { apic_base: 0xFEE0_0400, ..good });
-    bad_states.push(LocalApicState { dfr: 0, ..good });
-    bad_states.push(LocalApicState { ldr: 0x1, ..good });
-    bad_states.push(LocalApicState { svr: 0x1000, ..good });
-    bad_states.push(LocalApicState { esr: 0x100, ..good });
+    let mut bad_states = std::vec![
+        LocalApicState { apic_base: good.apic_base | 1, ..good },
+        LocalApicState { apic_base: 0xFEE0_0400, ..good },
+        LocalApicState { dfr: 0, ..good },
+        LocalApicState { ldr: 0x1, ..good },
+        LocalApicState { svr: 0x1000, ..good },
+        LocalApicState { esr: 0x100, ..good },
+    ];
     let mut s = good;
     s.lvt[0] = 1 << 20;
     bad_states.push(s);
