@@ -54,16 +54,22 @@ impl VectorSet {
     /// The highest vector in the set (the highest priority), or `None` if it is empty.
     #[inline(always)]
     pub const fn highest(&self) -> Option<u8> {
-        let mut word: usize = 4;
-        while word > 0 {
-            word = word.wrapping_sub(1);
-            let bits = self.word(word);
-            if bits != 0 {
-                // word ≤ 3 and the bit index ≤ 63: the sum fits in a u8.
-                return Some(((word as u32) << 6 | (63u32.wrapping_sub(bits.leading_zeros()))) as u8);
-            }
+        // The top set bit of a non-zero word, plus the word's first vector; fits in a u8.
+        const fn top(word: u64, base: u8) -> Option<u8> {
+            Some(base | (63u32.wrapping_sub(word.leading_zeros()) as u8))
         }
-        None
+        let [w0, w1, w2, w3] = self.0;
+        if w3 != 0 {
+            top(w3, 192)
+        } else if w2 != 0 {
+            top(w2, 128)
+        } else if w1 != 0 {
+            top(w1, 64)
+        } else if w0 != 0 {
+            top(w0, 0)
+        } else {
+            None
+        }
     }
 
     /// Whether the set is empty.
@@ -136,25 +142,17 @@ impl VectorSet {
         ((vector >> 6) as usize, 1u64 << (vector & 63))
     }
 
-    /// Word `index & 3`: the index is always in range, so the access cannot fail.
+    /// Word `index & 3`: always in range, so the indexing cannot fail.
     #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
     const fn word(&self, index: usize) -> u64 {
-        match index & 3 {
-            0 => self.0[0],
-            1 => self.0[1],
-            2 => self.0[2],
-            _ => self.0[3],
-        }
+        self.0[index & 3]
     }
 
     #[inline(always)]
+    #[allow(clippy::indexing_slicing)]
     fn word_mut(&mut self, index: usize) -> &mut u64 {
-        match index & 3 {
-            0 => &mut self.0[0],
-            1 => &mut self.0[1],
-            2 => &mut self.0[2],
-            _ => &mut self.0[3],
-        }
+        &mut self.0[index & 3]
     }
 }
 

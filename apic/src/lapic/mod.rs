@@ -55,6 +55,9 @@ use vm_timer::tsc::{GuestTsc, TscDeadline};
 
 use crate::{DeliveryMode, DestinationMode, Interrupt, Shorthand, TriggerMode};
 
+/// The x2APIC EOI register's MSR.
+const X2APIC_EOI_MSR: u32 = regs::X2APIC_MSR_BASE | (regs::EOI >> 4);
+
 /// The mode IA32_APIC_BASE's EN and EXTD bits select (SDM "x2APIC States").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -157,25 +160,20 @@ impl LapicConfig {
 }
 
 /// A guest access the local APIC does not decode. It still got the documented answer; the
-/// value is for the VMM to log or count.
+/// value is for the VMM to log or count (it knows the offset and width it passed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AccessError {
     /// The MMIO page is not decoded: the APIC is globally disabled or in x2APIC mode. Reads
     /// float to all ones, writes are dropped.
     NotDecoded,
-    /// The offset is past the 4 KiB page: reads are all ones, writes are dropped.
-    OutOfRange(u64),
+    /// The access reaches past the 4 KiB page: reads are all ones, writes are dropped.
+    OutOfRange,
     /// Not an aligned 32-bit access to a register's first four bytes. Reads return the bytes
     /// of each 16-byte slot (the register in bytes 0–3, zeros above); writes are dropped.
-    Width {
-        /// Offset of the access in the page.
-        offset: u64,
-        /// Its length in bytes (saturating).
-        len: u16,
-    },
+    Width,
     /// No register lives at this offset (reads 0; the SDM profile records ESR "illegal
     /// register address").
-    Reserved(u32),
+    Reserved,
 }
 
 /// What a register access caused, for the VMM to act on.
@@ -674,8 +672,18 @@ impl LocalApic {
     /// guest TSC reached, fires (once, however late the call: missed periods coalesce as
     /// they would in IRR) and delivers the LVT timer interrupt unless the entry is masked.
     /// Returns whether the timer fired.
-    #[inline]
+    #[inline(always)]
     pub fn advance(&mut self, now: u64) -> bool {
+        let timer = &self.state.timer;
+        if timer.expiry.is_none() && timer.tsc_deadline == 0 {
+            // Nothing armed: the common case on every register access.
+            return false;
+        }
+        self.advance_armed(now)
+    }
+
+    #[inline(never)]
+    fn advance_armed(&mut self, now: u64) -> bool {
         let mode = self.timer_mode();
         let fired = if mode == TimerMode::TscDeadline {
             let mut deadline = TscDeadline::with_value(self.state.timer.tsc_deadline);
@@ -721,7 +729,7 @@ impl LocalApic {
         let end = offset.saturating_add(data.len() as u64);
         if end > regs::MMIO_SIZE {
             data.fill(0xFF);
-            return Effects { invalid: Some(AccessError::OutOfRange(offset)), ..Effects::default() };
+            return Effects { invalid: Some(AccessError::OutOfRange), ..Effects::default() };
         }
         self.advance(now);
         let mut invalid = None;
@@ -745,8 +753,7 @@ impl LocalApic {
             let shift = (at & 0xF).saturating_mul(8);
             *byte = if shift < 32 { (value >> shift) as u8 } else { 0 };
         }
-        let len = u16::try_from(data.len()).unwrap_or(u16::MAX);
-        Effects { invalid: invalid.or(Some(AccessError::Width { offset, len })), ..Effects::default() }
+        Effects { invalid: invalid.or(Some(AccessError::Width)), ..Effects::default() }
     }
 
     /// Reads register slot `offset` for MMIO; a reserved slot reads 0 and records ESR
@@ -756,7 +763,7 @@ impl LocalApic {
             Ok(value) => value,
             Err(Refused::Absent) => {
                 self.error(Esr::ILLEGAL_REGISTER_ADDRESS);
-                *invalid = Some(AccessError::Reserved(offset));
+                *invalid = Some(AccessError::Reserved);
                 0
             }
             // Write-only registers (EOI) read 0 in xAPIC mode.
@@ -767,19 +774,27 @@ impl LocalApic {
     /// A guest write of `data` at `offset` in the xAPIC page. Only an aligned 32-bit write to
     /// a register's slot is decoded (SDM: registers are accessed with aligned 32-bit stores);
     /// anything else is dropped and reported. Outside xAPIC mode the page is not decoded.
+    #[inline]
     pub fn mmio_write(&mut self, offset: u64, data: &[u8], now: u64) -> Effects {
+        if offset == u64::from(regs::EOI) && data.len() == 4 && self.mode() == ApicMode::XApic {
+            // The hottest register: end of interrupt takes no value and no time.
+            return Effects { eoi: self.eoi(), ..Effects::default() };
+        }
+        self.mmio_write_slow(offset, data, now)
+    }
+
+    fn mmio_write_slow(&mut self, offset: u64, data: &[u8], now: u64) -> Effects {
         if self.mode() != ApicMode::XApic {
             return Effects { invalid: Some(AccessError::NotDecoded), ..Effects::default() };
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            let len = u16::try_from(data.len()).unwrap_or(u16::MAX);
-            return Effects { invalid: Some(AccessError::Width { offset, len }), ..Effects::default() };
+            return Effects { invalid: Some(AccessError::Width), ..Effects::default() };
         };
         if offset >= regs::MMIO_SIZE {
-            return Effects { invalid: Some(AccessError::OutOfRange(offset)), ..Effects::default() };
+            return Effects { invalid: Some(AccessError::OutOfRange), ..Effects::default() };
         }
         if offset & 0xF != 0 {
-            return Effects { invalid: Some(AccessError::Width { offset, len: 4 }), ..Effects::default() };
+            return Effects { invalid: Some(AccessError::Width), ..Effects::default() };
         }
         self.advance(now);
         let offset = offset as u32;
@@ -787,7 +802,7 @@ impl LocalApic {
             Ok(effects) => effects,
             Err(Refused::Absent) => {
                 self.error(Esr::ILLEGAL_REGISTER_ADDRESS);
-                Effects { invalid: Some(AccessError::Reserved(offset)), ..Effects::default() }
+                Effects { invalid: Some(AccessError::Reserved), ..Effects::default() }
             }
             // Writes to read-only registers are ignored in xAPIC mode.
             Err(_) => Effects::default(),
@@ -828,7 +843,16 @@ impl LocalApic {
     /// WRMSR of an MSR the local APIC owns (see [`LocalApic::rdmsr`]). IA32_APIC_BASE follows
     /// the SDM's mode transitions (disabled ↔ xAPIC → x2APIC → disabled; anything else #GP);
     /// IA32_TSC_DEADLINE is ignored outside TSC-deadline mode.
+    #[inline]
     pub fn wrmsr(&mut self, msr: u32, value: u64, now: u64) -> Result<Effects, MsrError> {
+        if msr == X2APIC_EOI_MSR && value == 0 && self.mode() == ApicMode::X2Apic {
+            // The hottest register: end of interrupt takes no value and no time.
+            return Ok(Effects { eoi: self.eoi(), ..Effects::default() });
+        }
+        self.wrmsr_slow(msr, value, now)
+    }
+
+    fn wrmsr_slow(&mut self, msr: u32, value: u64, now: u64) -> Result<Effects, MsrError> {
         match msr {
             regs::IA32_APIC_BASE => self.write_apic_base(value, false).map(|()| Effects::default()),
             regs::IA32_TSC_DEADLINE => {
