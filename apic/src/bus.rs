@@ -207,7 +207,9 @@ impl ApicBus {
         let physical_broadcast = irq.shorthand == Shorthand::None
             && irq.destination_mode == DestinationMode::Physical
             && irq.destination & 0xFF == XAPIC_BROADCAST;
-        if lowest && !(physical_broadcast && self.quirks.contains(BusQuirks::LOWEST_PRIORITY_BROADCAST_AS_FIXED)) {
+        if lowest
+            && !(physical_broadcast && self.quirks.contains(BusQuirks::LOWEST_PRIORITY_BROADCAST_AS_FIXED))
+        {
             let Some(target) = self.lowest_priority_target(apics, irq, source) else {
                 delivery.no_destination = true;
                 return Ok(delivery);
@@ -272,7 +274,10 @@ impl ApicBus {
         let x2apic = apic.mode() == ApicMode::X2Apic;
         let mut mda = irq.destination;
         if x2apic {
-            if !ipi && mda == XAPIC_BROADCAST && self.quirks.contains(BusQuirks::X2APIC_BROADCAST_FROM_XAPIC_FORMAT) {
+            if !ipi
+                && mda == XAPIC_BROADCAST
+                && self.quirks.contains(BusQuirks::X2APIC_BROADCAST_FROM_XAPIC_FORMAT)
+            {
                 mda = X2APIC_BROADCAST;
             }
             if mda == X2APIC_BROADCAST {

@@ -29,5 +29,8 @@ pub mod lapic;
 pub mod msi;
 mod vectors;
 
+pub use bus::ApicBus;
+pub use ioapic::{IoApic, IoApicConfig, IoApicState};
+pub use lapic::{LapicConfig, LocalApic, LocalApicState};
 pub use msi::{DeliveryMode, DestinationMode, Interrupt, MsiFormat, MsiMessage, Shorthand, TriggerMode};
 pub use vectors::VectorSet;

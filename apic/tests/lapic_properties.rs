@@ -271,7 +271,7 @@ fn build(setup: &ApicSetup, index: usize) -> LocalApic {
     let mut apic = LocalApic::new(LapicConfig { id: setup.id, bsp: index == 0, ..LapicConfig::default() });
     match setup.mode {
         // Mostly xAPIC, some x2APIC, a few globally disabled.
-        0 | 1 | 2 => {
+        0..=2 => {
             mmio_write(&mut apic, regs::ID, u32::from(setup.xapic_id) << 24, 0);
             mmio_write(&mut apic, regs::LDR, u32::from(setup.ldr) << 24, 0);
             mmio_write(&mut apic, regs::DFR, if setup.cluster_model { 0x0FFF_FFFF } else { 0xFFFF_FFFF }, 0);
@@ -327,7 +327,8 @@ fn oracle_addresses(setup: &ApicSetup, index: usize, irq: &Interrupt, source: Op
 }
 
 fn message() -> impl Strategy<Value = (Interrupt, Option<usize>)> {
-    let dest = prop_oneof![0u32..40, Just(0xFF), Just(0xFFFF_FFFF), 0x0000_0000u32..0x0003_FFFF, any::<u32>()];
+    let dest =
+        prop_oneof![0u32..40, Just(0xFF), Just(0xFFFF_FFFF), 0x0000_0000u32..0x0003_FFFF, any::<u32>()];
     let shorthand = prop_oneof![
         6 => Just(Shorthand::None),
         1 => Just(Shorthand::ToSelf),

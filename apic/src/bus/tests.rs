@@ -65,7 +65,10 @@ fn aliased_xapic_ids_all_receive() {
     // kvm-unit-tests `test_aliased_xapic_physical_ipi`.
     let mut apics = apics(&[0, 1], Quirks::SDM);
     write(&mut apics[1], regs::ID, 0);
-    assert_eq!(delivered(ApicBus::default(), &mut apics, &msg(0x40, DestinationMode::Physical, 0), None), [0, 1]);
+    assert_eq!(
+        delivered(ApicBus::default(), &mut apics, &msg(0x40, DestinationMode::Physical, 0), None),
+        [0, 1]
+    );
 }
 
 #[test]
@@ -75,7 +78,10 @@ fn broadcast_reaches_everyone_in_both_modes() {
     assert_eq!(delivered(bus, &mut apics, &msg(0x30, DestinationMode::Physical, 0xFF), None), [0, 1, 2]);
     assert_eq!(delivered(bus, &mut apics, &msg(0x31, DestinationMode::Logical, 0xFF), None), [0, 1, 2]);
     let mut x2 = x2apics(&[0, 1, 2]);
-    assert_eq!(delivered(bus, &mut x2, &msg(0x30, DestinationMode::Physical, 0xFFFF_FFFF), Some(0)), [0, 1, 2]);
+    assert_eq!(
+        delivered(bus, &mut x2, &msg(0x30, DestinationMode::Physical, 0xFFFF_FFFF), Some(0)),
+        [0, 1, 2]
+    );
 }
 
 #[test]
@@ -86,7 +92,10 @@ fn logical_flat_matches_any_common_ldr_bit() {
     }
     let bus = ApicBus::default();
     assert_eq!(delivered(bus, &mut apics, &msg(0x30, DestinationMode::Logical, 0b1010), None), [1, 3]);
-    assert_eq!(delivered(bus, &mut apics, &msg(0x31, DestinationMode::Logical, 0b0000), None), Vec::<usize>::new());
+    assert_eq!(
+        delivered(bus, &mut apics, &msg(0x31, DestinationMode::Logical, 0b0000), None),
+        Vec::<usize>::new()
+    );
 }
 
 #[test]
@@ -107,13 +116,22 @@ fn x2apic_logical_cluster_matches_the_derived_ldr() {
     // IDs 0x10–0x13 are cluster 1, bits 0–3.
     let mut apics = x2apics(&[0x10, 0x11, 0x12, 0x13, 0x20]);
     let bus = ApicBus::default();
-    assert_eq!(delivered(bus, &mut apics, &msg(0x30, DestinationMode::Logical, 0x0001_0005), Some(4)), [0, 2]);
+    assert_eq!(
+        delivered(bus, &mut apics, &msg(0x30, DestinationMode::Logical, 0x0001_0005), Some(4)),
+        [0, 2]
+    );
     // 0xFF to an x2APIC is cluster 0, CPUs 0-7 (no one here) — unless KVM's broadcast quirk.
-    assert_eq!(delivered(bus, &mut apics, &msg(0x31, DestinationMode::Logical, 0xFF), None), Vec::<usize>::new());
+    assert_eq!(
+        delivered(bus, &mut apics, &msg(0x31, DestinationMode::Logical, 0xFF), None),
+        Vec::<usize>::new()
+    );
     let kvm = ApicBus::new(BusQuirks::KVM);
     assert_eq!(delivered(kvm, &mut apics, &msg(0x32, DestinationMode::Logical, 0xFF), None), [0, 1, 2, 3, 4]);
     // The quirk applies to IOAPIC/MSI messages, not IPIs.
-    assert_eq!(delivered(kvm, &mut apics, &msg(0x33, DestinationMode::Logical, 0xFF), Some(0)), Vec::<usize>::new());
+    assert_eq!(
+        delivered(kvm, &mut apics, &msg(0x33, DestinationMode::Logical, 0xFF), Some(0)),
+        Vec::<usize>::new()
+    );
 }
 
 #[test]
@@ -150,7 +168,10 @@ fn lowest_priority_goes_to_the_lowest_arbitration_priority() {
     for (apic, tpr) in apics.iter_mut().zip([0x40, 0x20, 0x30]) {
         write(apic, regs::TPR, tpr);
     }
-    let lowest = Interrupt { delivery_mode: DeliveryMode::LowestPriority, ..msg(0x60, DestinationMode::Logical, 0xFF) };
+    let lowest = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x60, DestinationMode::Logical, 0xFF)
+    };
     assert_eq!(delivered(ApicBus::default(), &mut apics, &lowest, None), [1]);
     // vCPU 1 now has 0x60 pending, which raises its APR to class 6: the next one goes to 2.
     let second = Interrupt { vector: 0x51, ..lowest };
@@ -166,8 +187,15 @@ fn lowest_priority_prefers_the_focus_processor() {
     let mut apics = apics(&[0, 1], Quirks::SDM);
     write(&mut apics[0], regs::TPR, 0x80); // vCPU 0 would lose arbitration
     assert!(apics[0].accept(&msg(0x50, DestinationMode::Physical, 0)));
-    let lowest = Interrupt { delivery_mode: DeliveryMode::LowestPriority, ..msg(0x50, DestinationMode::Logical, 0xFF) };
-    assert_eq!(delivered(ApicBus::default(), &mut apics, &lowest, None), [0], "0x50 is already pending there");
+    let lowest = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x50, DestinationMode::Logical, 0xFF)
+    };
+    assert_eq!(
+        delivered(ApicBus::default(), &mut apics, &lowest, None),
+        [0],
+        "0x50 is already pending there"
+    );
     // With focus checking disabled (SVR bit 9) arbitration decides.
     write(&mut apics[0], regs::SVR, 0x3FF);
     assert_eq!(delivered(ApicBus::default(), &mut apics, &lowest, None), [1]);
@@ -178,20 +206,29 @@ fn kvm_hashes_the_vector_over_the_candidates() {
     let mut apics = apics(&[0, 1, 2], Quirks::KVM);
     let bus = ApicBus::new(BusQuirks::KVM);
     for (vector, target) in [(0x60u8, 0x60usize % 3), (0x61, 0x61 % 3), (0x62, 0x62 % 3)] {
-        let irq = Interrupt { delivery_mode: DeliveryMode::LowestPriority, ..msg(vector, DestinationMode::Logical, 0xFF) };
+        let irq = Interrupt {
+            delivery_mode: DeliveryMode::LowestPriority,
+            ..msg(vector, DestinationMode::Logical, 0xFF)
+        };
         // KVM degrades a physical broadcast to fixed, but this one is logical.
         assert_eq!(delivered(bus, &mut apics, &irq, None), [target], "vector {vector:#x}");
     }
     // Software-disabled APICs are not candidates.
     write(&mut apics[0], regs::SVR, 0xFF);
-    let irq = Interrupt { delivery_mode: DeliveryMode::LowestPriority, ..msg(0x60, DestinationMode::Logical, 0xFF) };
+    let irq = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x60, DestinationMode::Logical, 0xFF)
+    };
     assert_eq!(delivered(bus, &mut apics, &irq, None), [[1, 2][0x60 % 2]]);
 }
 
 #[test]
 fn kvm_delivers_a_lowest_priority_physical_broadcast_to_everyone() {
     let mut apics = apics(&[0, 1, 2], Quirks::KVM);
-    let irq = Interrupt { delivery_mode: DeliveryMode::LowestPriority, ..msg(0x60, DestinationMode::Physical, 0xFF) };
+    let irq = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x60, DestinationMode::Physical, 0xFF)
+    };
     assert_eq!(delivered(ApicBus::new(BusQuirks::KVM), &mut apics, &irq, None), [0, 1, 2]);
     assert_eq!(delivered(ApicBus::default(), &mut apics, &Interrupt { vector: 0x61, ..irq }, None).len(), 1);
 }
@@ -222,10 +259,20 @@ fn routing_scales_to_256_x2apic_vcpus() {
     let bus = ApicBus::default();
     assert_eq!(delivered(bus, &mut apics, &msg(0x40, DestinationMode::Physical, 255), None), [255]);
     // Cluster 15 (IDs 0xF0–0xFF), members 0 and 15.
-    assert_eq!(delivered(bus, &mut apics, &msg(0x41, DestinationMode::Logical, 0x000F_8001), None), [240, 255]);
+    assert_eq!(
+        delivered(bus, &mut apics, &msg(0x41, DestinationMode::Logical, 0x000F_8001), None),
+        [240, 255]
+    );
     let all: Vec<usize> = (0..256).collect();
     assert_eq!(delivered(bus, &mut apics, &msg(0x42, DestinationMode::Physical, 0xFFFF_FFFF), Some(3)), all);
-    assert_eq!(ApicBus::default().deliver(&mut std::vec![LocalApic::default(); MAX_VCPUS + 1], &msg(0, DestinationMode::Physical, 0), None), Err(BusError::TooManyApics(MAX_VCPUS + 1)));
+    assert_eq!(
+        ApicBus::default().deliver(
+            &mut std::vec![LocalApic::default(); MAX_VCPUS + 1],
+            &msg(0, DestinationMode::Physical, 0),
+            None
+        ),
+        Err(BusError::TooManyApics(MAX_VCPUS + 1))
+    );
 }
 
 #[test]

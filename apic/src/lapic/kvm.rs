@@ -129,7 +129,9 @@ impl LocalApic {
             _ if period == 0 => None,
             // KVM clamps a current count above the initial count to the initial count.
             TimerMode::OneShot if count != 0 => Some(bus.saturating_add(count.min(period))),
-            TimerMode::Periodic => Some(bus.saturating_add(if count == 0 { period } else { count.min(period) })),
+            TimerMode::Periodic => {
+                Some(bus.saturating_add(if count == 0 { period } else { count.min(period) }))
+            }
             _ => None,
         };
         s.validate(&self.config)?;

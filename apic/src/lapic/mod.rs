@@ -47,9 +47,10 @@ pub use state::{x2apic_ldr, LocalApicState, PendingEvents, StateError};
 pub use timer::{BusClock, TimerState};
 
 use regs::{
-    ApicBase, Esr, Lint, Lvt, LvtEntry, Svr, TimerMode, APIC_VERSION, ICR_DEST_LOGICAL,
-    ICR_DELIVERY_MODE_SHIFT, ICR_DELIVERY_STATUS, ICR_HIGH_XAPIC_DEST, ICR_LEVEL_ASSERT, ICR_LOW_WRITABLE,
-    ICR_SHORTHAND_SHIFT, ICR_TRIGGER_LEVEL, ICR_X2APIC_RESERVED, LVT_VECTOR, TDCR_WRITABLE, VERSION_DIRECTED_EOI,
+    ApicBase, Esr, Lint, Lvt, LvtEntry, Svr, TimerMode, APIC_VERSION, ICR_DELIVERY_MODE_SHIFT,
+    ICR_DELIVERY_STATUS, ICR_DEST_LOGICAL, ICR_HIGH_XAPIC_DEST, ICR_LEVEL_ASSERT, ICR_LOW_WRITABLE,
+    ICR_SHORTHAND_SHIFT, ICR_TRIGGER_LEVEL, ICR_X2APIC_RESERVED, LVT_VECTOR, TDCR_WRITABLE,
+    VERSION_DIRECTED_EOI,
 };
 use vm_timer::tsc::{GuestTsc, TscDeadline};
 
@@ -187,7 +188,7 @@ pub struct Effects {
     /// `end_of_interrupt`, or KVM_EXIT_IOAPIC_EOI in split mode). Absent when EOI-broadcast
     /// suppression (SVR bit 12) is on: the guest then ends the interrupt at the IOAPIC itself.
     pub eoi: Option<u8>,
-    /// An IPI the ICR write sent: deliver it with [`crate::bus::deliver`], this APIC as the
+    /// An IPI the ICR write sent: deliver it with [`crate::bus::ApicBus::deliver`], this APIC as the
     /// source.
     pub ipi: Option<Interrupt>,
     /// The access was not one the hardware decodes (see [`AccessError`]).
@@ -370,7 +371,7 @@ impl LocalApic {
         u64::from(self.state.tpr >> 4)
     }
 
-    /// MOV to CR8 (or `kvm_run.cr8` read back after an exit): TPR = CR8[3:0] << 4, the
+    /// MOV to CR8 (or `kvm_run.cr8` read back after an exit): TPR = CR8 bits 3:0 shifted left by 4, the
     /// subclass cleared. Lowering it may make an interrupt deliverable.
     #[inline]
     pub fn set_cr8(&mut self, cr8: u64) {
@@ -917,8 +918,12 @@ impl LocalApic {
         self.state.apic_base = value;
         let was_enabled = old & ApicBase::EN.bits() != 0;
         let enabled = value & ApicBase::EN.bits() != 0;
-        if was_enabled && !enabled && !self.config.quirks.contains(Quirks::DISABLE_KEEPS_STATE) {
-            // SDM: clearing EN loses the APIC's state; only the IDs survive.
+        let leaves_x2apic = old_mode == ApicMode::X2Apic && new_mode != ApicMode::X2Apic;
+        if ((was_enabled && !enabled) || leaves_x2apic)
+            && !self.config.quirks.contains(Quirks::DISABLE_KEEPS_STATE)
+        {
+            // SDM: clearing EN loses the APIC's state, and no register but the ID survives a
+            // transition out of x2APIC mode (a host write may make it directly).
             self.state.reset_registers(&self.config);
             self.state.events = PendingEvents::default();
         }
@@ -985,10 +990,17 @@ impl LocalApic {
     }
 
     /// Writes register `offset` in xAPIC or x2APIC mode (the x2APIC ICR is the caller's).
-    fn write_register(&mut self, offset: u32, value: u32, x2apic: bool, now: u64) -> Result<Effects, Refused> {
+    fn write_register(
+        &mut self,
+        offset: u32,
+        value: u32,
+        x2apic: bool,
+        now: u64,
+    ) -> Result<Effects, Refused> {
         let quirks = self.config.quirks;
         let strict = x2apic && !quirks.contains(Quirks::X2APIC_RESERVED_BITS_DROPPED);
-        let check = |valid: u32| if strict && value & !valid != 0 { Err(Refused::ReservedBits) } else { Ok(()) };
+        let check =
+            |valid: u32| if strict && value & !valid != 0 { Err(Refused::ReservedBits) } else { Ok(()) };
         let mut effects = Effects::default();
         match offset {
             regs::ID => {
@@ -1048,7 +1060,8 @@ impl LocalApic {
                 effects.ipi = self.send_ipi(self.state.icr, false);
             }
             regs::ICR_HIGH if !x2apic => {
-                self.state.icr = (self.state.icr & 0xFFFF_FFFF) | ((u64::from(value) << 32) & ICR_HIGH_XAPIC_DEST);
+                self.state.icr =
+                    (self.state.icr & 0xFFFF_FFFF) | ((u64::from(value) << 32) & ICR_HIGH_XAPIC_DEST);
             }
             regs::LVT_CMCI | regs::LVT_TIMER..=regs::LVT_ERROR => {
                 let entry = LvtEntry::at(offset).ok_or(Refused::Absent)?;
@@ -1110,7 +1123,9 @@ impl LocalApic {
         }
         let old = self.state.lvt(entry);
         let mut new = (value & writable) | (old & !writable & Lvt::REMOTE_IRR.bits());
-        if matches!(entry, LvtEntry::Lint0 | LvtEntry::Lint1) && !quirks.contains(Quirks::RESERVED_BITS_STORED) {
+        if matches!(entry, LvtEntry::Lint0 | LvtEntry::Lint1)
+            && !quirks.contains(Quirks::RESERVED_BITS_STORED)
+        {
             // Remote IRR belongs to the hardware.
             new = (new & !Lvt::REMOTE_IRR.bits()) | (old & Lvt::REMOTE_IRR.bits());
         }
@@ -1152,7 +1167,8 @@ impl LocalApic {
             if matches!(mode, DeliveryMode::RemoteRead | DeliveryMode::ExtInt) {
                 return None;
             }
-            if matches!(shorthand, Shorthand::ToSelf | Shorthand::AllIncludingSelf) && mode != DeliveryMode::Fixed
+            if matches!(shorthand, Shorthand::ToSelf | Shorthand::AllIncludingSelf)
+                && mode != DeliveryMode::Fixed
             {
                 return None;
             }

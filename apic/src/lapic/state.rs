@@ -1,8 +1,8 @@
 //! Plain-data state of one local APIC, with validation.
 
 use super::regs::{
-    self, ApicBase, Esr, LvtEntry, Svr, TimerMode, APIC_BASE_RESERVED_LOW, ICR_HIGH_XAPIC_DEST,
-    ICR_LOW_WRITABLE, ICR_X2APIC_RESERVED, LVT_RESET, SVR_WRITABLE, TDCR_WRITABLE,
+    self, ApicBase, Esr, LvtEntry, Svr, TimerMode, APIC_BASE_RESERVED_LOW, ICR_LOW_WRITABLE, LVT_RESET,
+    SVR_WRITABLE, TDCR_WRITABLE,
 };
 use super::timer::TimerState;
 use super::{ApicMode, LapicConfig, Quirks};
@@ -117,7 +117,7 @@ pub enum StateError {
     },
     /// ESR or the error accumulator has bits above bit 7.
     Esr(u32),
-    /// ICR has bits set that the current mode cannot hold.
+    /// ICR has bits set in its low word that no write can set.
     Icr(u64),
     /// TDCR has bits other than 3, 1 and 0.
     DivideConfig(u32),
@@ -135,7 +135,9 @@ impl core::fmt::Display for StateError {
             StateError::Ldr(v) => write!(f, "LDR {v:#x} does not fit the APIC mode"),
             StateError::Dfr(v) => write!(f, "DFR {v:#x}: bits 27:0 must be ones"),
             StateError::Svr(v) => write!(f, "SVR {v:#x} has bits that cannot be set"),
-            StateError::Lvt { entry, value } => write!(f, "LVT {entry:?} {value:#x} has bits that cannot be set"),
+            StateError::Lvt { entry, value } => {
+                write!(f, "LVT {entry:?} {value:#x} has bits that cannot be set")
+            }
             StateError::Esr(v) => write!(f, "ESR {v:#x} has undefined bits"),
             StateError::Icr(v) => write!(f, "ICR {v:#x} has bits the APIC mode cannot hold"),
             StateError::DivideConfig(v) => write!(f, "TDCR {v:#x} has undefined bits"),
@@ -264,7 +266,10 @@ impl LocalApicState {
             return Err(StateError::ApicBase(base));
         }
         let x2apic = self.mode() == ApicMode::X2Apic;
-        if (x2apic && self.ldr != x2apic_ldr(config.id)) || (!x2apic && self.ldr & 0x00FF_FFFF != 0) {
+        // KVM keeps the x2APIC LDR when the APIC leaves x2APIC mode through the disabled state.
+        let kept = config.quirks.contains(Quirks::DISABLE_KEEPS_STATE);
+        if (x2apic && self.ldr != x2apic_ldr(config.id)) || (!x2apic && !kept && self.ldr & 0x00FF_FFFF != 0)
+        {
             return Err(StateError::Ldr(self.ldr));
         }
         if self.dfr & 0x0FFF_FFFF != 0x0FFF_FFFF {
@@ -294,12 +299,11 @@ impl LocalApicState {
                 return Err(StateError::Esr(esr));
             }
         }
-        let icr_ok = if x2apic {
-            self.icr & (ICR_X2APIC_RESERVED | regs::ICR_DELIVERY_STATUS) == 0
-        } else {
-            let low = if stored { 0xFFFF_EFFF } else { ICR_LOW_WRITABLE };
-            self.icr & !(low | ICR_HIGH_XAPIC_DEST) == 0
-        };
+        // The low word takes the same bits in both modes; the high word is the x2APIC
+        // destination or, in xAPIC mode, the destination in bits 31:24 (a value carried over
+        // from x2APIC mode may hold more).
+        let low = if stored { 0xFFFF_EFFF } else { ICR_LOW_WRITABLE };
+        let icr_ok = self.icr & 0xFFFF_FFFF & !low == 0;
         if !icr_ok {
             return Err(StateError::Icr(self.icr));
         }

@@ -339,7 +339,13 @@ fn tpr_blocks_its_own_class_and_below() {
 #[test]
 fn ppr_is_tpr_or_the_in_service_class() {
     let mut apic = enabled(Quirks::SDM);
-    for (tpr, isr, ppr) in [(0x00u32, None, 0x00u32), (0x35, None, 0x35), (0x35, Some(0x47), 0x40), (0x45, Some(0x47), 0x45), (0x4F, Some(0x4A), 0x4F)] {
+    for (tpr, isr, ppr) in [
+        (0x00u32, None, 0x00u32),
+        (0x35, None, 0x35),
+        (0x35, Some(0x47), 0x40),
+        (0x45, Some(0x47), 0x45),
+        (0x4F, Some(0x4A), 0x4F),
+    ] {
         let mut apic2 = apic.clone();
         write(&mut apic2, TPR, tpr);
         if let Some(v) = isr {
@@ -605,7 +611,11 @@ fn x2apic_icr_is_64_bits_with_reserved_bits_that_fault() {
     assert_eq!((ipi.vector, ipi.destination), (0x41, 0x123));
     assert_eq!(apic.rdmsr(0x830, 0), Ok(0x0000_0123_0000_4041));
     for bad in [1 << 13, 1 << 16, 1 << 20, 1 << 31] {
-        assert_eq!(apic.wrmsr(0x830, 0x4041 | bad, 0).map(|_| ()), Err(MsrError::GeneralProtection), "{bad:#x}");
+        assert_eq!(
+            apic.wrmsr(0x830, 0x4041 | bad, 0).map(|_| ()),
+            Err(MsrError::GeneralProtection),
+            "{bad:#x}"
+        );
     }
     // Bit 12 (delivery status) is ignored.
     assert!(apic.wrmsr(0x830, 0x5041, 0).unwrap().ipi.is_some());
@@ -1052,5 +1062,8 @@ fn reset_returns_to_power_on_keeping_the_pin_levels() {
     apic.reset();
     assert_eq!(apic.mode(), ApicMode::XApic);
     assert_eq!(apic.state().lint, [false, true]);
-    assert_eq!(apic.state(), LocalApicState { lint: [false, true], ..LocalApicState::power_on(apic.config()) });
+    assert_eq!(
+        apic.state(),
+        LocalApicState { lint: [false, true], ..LocalApicState::power_on(apic.config()) }
+    );
 }

@@ -1,0 +1,216 @@
+//! Backends: one trait, one scenario format ([`crate::scenario`]), one trace format
+//! ([`crate::trace`]).
+//!
+//! | backend | PIC | PIT | LAPIC | IOAPIC | TSC MSRs |
+//! |---|---|---|---|---|---|
+//! | `software/{kvm,datasheet}` | vm-pic | vm-timer | (vm-apic) | (vm-apic) | vm-timer |
+//! | `kvm-userspace/{kvm,datasheet}` | vm-pic | vm-timer | (vm-apic) | (vm-apic) | vm-timer (MSR filter) |
+//! | `kvm-split/{kvm,datasheet}` | vm-pic (ExtINT) | vm-timer | KVM | (vm-apic, KVM_SIGNAL_MSI) | KVM |
+//! | `kvm-kernel` | KVM | KVM | KVM | KVM | KVM |
+//!
+//! Entries in parentheses are where `vm-apic` plugs in ([`crate::irqchip::Irqchip`]).
+
+pub mod software;
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::scenario::{Profile, Scenario};
+use crate::trace::Trace;
+
+/// Which backend, with its PIC profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendId {
+    /// The models driven by a scripted CPU.
+    Software(Profile),
+    /// No in-kernel irqchip: our models own every exit.
+    KvmUserspace(Profile),
+    /// KVM's LAPIC, our PIC (ExtINT) and PIT.
+    KvmSplit(Profile),
+    /// Everything in KVM: the reference.
+    KvmKernel,
+}
+
+impl BackendId {
+    /// Every backend, in table order.
+    pub const ALL: [BackendId; 7] = [
+        BackendId::Software(Profile::Kvm),
+        BackendId::Software(Profile::Datasheet),
+        BackendId::KvmUserspace(Profile::Kvm),
+        BackendId::KvmUserspace(Profile::Datasheet),
+        BackendId::KvmSplit(Profile::Kvm),
+        BackendId::KvmSplit(Profile::Datasheet),
+        BackendId::KvmKernel,
+    ];
+
+    /// The PIC behaviour profile.
+    pub fn profile(self) -> Profile {
+        match self {
+            BackendId::Software(p) | BackendId::KvmUserspace(p) | BackendId::KvmSplit(p) => p,
+            BackendId::KvmKernel => Profile::Kvm,
+        }
+    }
+
+    /// `software`, `kvm-userspace`, `kvm-split` or `kvm-kernel`.
+    pub fn family(self) -> &'static str {
+        match self {
+            BackendId::Software(_) => "software",
+            BackendId::KvmUserspace(_) => "kvm-userspace",
+            BackendId::KvmSplit(_) => "kvm-split",
+            BackendId::KvmKernel => "kvm-kernel",
+        }
+    }
+
+    /// Whether it needs /dev/kvm.
+    pub fn uses_kvm(self) -> bool {
+        !matches!(self, BackendId::Software(_))
+    }
+
+    /// Parses a name as printed by `Display` (`kvm-userspace/datasheet`, `kvm-kernel`, …).
+    pub fn parse(name: &str) -> Option<BackendId> {
+        BackendId::ALL.into_iter().find(|id| id.to_string() == name)
+    }
+
+    /// Does `pattern` select this backend: its full name or its family.
+    pub fn matches(self, pattern: &str) -> bool {
+        self.to_string() == pattern || self.family() == pattern
+    }
+}
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendId::KvmKernel => f.write_str("kvm-kernel"),
+            other => write!(f, "{}/{}", other.family(), other.profile().name()),
+        }
+    }
+}
+
+/// Why a backend cannot run a scenario; printed in the report instead of a result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Interrupts the guest took (all vCPUs).
+    pub interrupts: u64,
+    /// VM exits (KVM_RUN returns, including kicks); 0 on the software backend.
+    pub exits: u64,
+    /// Wall time of the run, VM creation included.
+    pub wall: Duration,
+    /// Wall time of the vCPU loop alone (KVM_RUN and exit handling).
+    pub vcpu_time: Duration,
+    /// Part of `vcpu_time` spent inside our models (exit decoding excluded).
+    pub model_time: Duration,
+}
+
+/// The result of a run: each vCPU's trace and the counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOutput {
+    /// Per vCPU, the boot vCPU first.
+    pub traces: Vec<Trace>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// A run that did not complete: a lost interrupt (watchdog), an unexpected exit, a
+/// malformed scenario, a KVM error. Carries what the guest logged until then.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunError {
+    /// What went wrong.
+    pub message: String,
+    /// The guest's registers at the time, when a vCPU was involved.
+    pub registers: Option<String>,
+    /// What the vCPUs logged before the error.
+    pub partial: Vec<Trace>,
+}
+
+impl RunError {
+    /// An error with no guest context.
+    pub fn new(message: impl Into<String>) -> Self {
+        RunError { message: message.into(), ..RunError::default() }
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(regs) = &self.registers {
+            write!(f, "\n{regs}")?;
+        }
+        if let Some(trace) = self.partial.first() {
+            write!(f, "\n  logged before the error: {}", trace.summary())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Options of one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// A vCPU that makes no progress (no exit handled and no log entry) for this long has
+    /// lost an interrupt: the run fails.
+    pub watchdog: Duration,
+    /// A run that takes longer than this fails, whatever the progress.
+    pub timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { watchdog: Duration::from_millis(250), timeout: Duration::from_secs(20) }
+    }
+}
+
+/// A way to run scenarios.
+pub trait Backend {
+    /// Which backend this is.
+    fn id(&self) -> BackendId;
+
+    /// Whether this backend can run `scenario`; `Err` says why not.
+    fn supports(&self, scenario: &Scenario) -> Result<(), Unsupported>;
+
+    /// Runs `scenario` to its end.
+    fn run(&self, scenario: &Scenario, options: &RunOptions) -> Result<RunOutput, RunError>;
+}
+
+/// A backend that vCPU threads can share.
+pub type SharedBackend = Box<dyn Backend + Send + Sync>;
+
+/// The backends this machine can run, and for each other one why not.
+pub fn available() -> (Vec<SharedBackend>, Vec<(BackendId, String)>) {
+    let mut backends: Vec<SharedBackend> = Vec::new();
+    let mut skipped = Vec::new();
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    let kvm = crate::kvm::probe();
+    for id in BackendId::ALL {
+        match id {
+            BackendId::Software(profile) => backends.push(Box::new(software::Software::new(profile))),
+            #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+            _ => match &kvm {
+                Ok(caps) => match caps.backend(id) {
+                    Ok(b) => backends.push(Box::new(b)),
+                    Err(why) => skipped.push((id, why)),
+                },
+                Err(why) => skipped.push((id, why.clone())),
+            },
+            #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+            _ => skipped.push((id, "KVM backends need Linux on x86_64".to_string())),
+        }
+    }
+    (backends, skipped)
+}
+
+/// The backend with this id, if this machine can run it.
+pub fn get(id: BackendId) -> Result<SharedBackend, String> {
+    let (backends, skipped) = available();
+    if let Some(b) = backends.into_iter().find(|b| b.id() == id) {
+        return Ok(b);
+    }
+    Err(skipped.into_iter().find(|(s, _)| *s == id).map_or_else(|| "unknown backend".into(), |(_, why)| why))
+}

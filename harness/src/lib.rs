@@ -1,0 +1,27 @@
+//! irq-harness: runs scenarios on the vm-irq models and on Linux KVM, and compares them.
+//!
+//! * [`scenario`]: the scenario language; [`scenarios`]: the built-in scenarios.
+//! * [`trace`]: what a run logged.
+//! * [`irqchip`]: our models behind the exits (where vm-apic plugs in).
+//! * [`backend`]: one trait, four backends (`software`, `kvm-userspace`, `kvm-split`,
+//!   `kvm-kernel`).
+//! * [`guest`] and [`kvm`]: the probe guest and the KVM runner (Linux/x86_64 only).
+//! * [`diff`]: differential comparison; [`report`]: the main job's table; [`bench`](mod@bench): the
+//!   interrupt-rate benchmark.
+
+pub mod backend;
+pub mod bench;
+pub mod diff;
+pub mod irqchip;
+pub mod report;
+pub mod scenario;
+pub mod scenarios;
+pub mod trace;
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod guest;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
+
+/// vCPUs a scenario can have (the probe guest's layout has a region for each).
+pub const MAX_VCPUS: usize = 4;

@@ -1,0 +1,657 @@
+//! The scenario language: what the probe guest executes and what the host does in between.
+//!
+//! A [`Scenario`] is a list of [`Op`]s for the boot vCPU (plus optional programs for
+//! application processors), an initial [`EoiPolicy`] and the trace it must produce
+//! ([`Expect`], per [`Profile`] where KVM's in-kernel PIC and the datasheet disagree).
+//! Guest-side operations run in the probe guest (or the software backend's scripted CPU);
+//! [`Op::Host`] makes the guest ring a doorbell and the host performs a [`HostOp`] before
+//! the guest continues, so host actions are ordered exactly with the guest's.
+//!
+//! Interrupts are taken only between operations (operations that log a value run with
+//! IF=0) and only while IF=1: after [`Op::Sti`], during [`Op::Wait`].
+//!
+//! Scenarios also have a line-based text form ([`Scenario::to_text`], [`Scenario::parse`]),
+//! which is how a shrunk property-test divergence is printed and replayed
+//! (`cargo run --release -- --replay FILE`).
+
+use std::fmt::{self, Write as _};
+
+/// Width of a port access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoWidth {
+    /// 1 byte (`out dx, al`).
+    Byte,
+    /// 2 bytes.
+    Word,
+    /// 4 bytes.
+    Dword,
+}
+
+impl IoWidth {
+    /// Bytes in the access.
+    pub fn bytes(self) -> usize {
+        match self {
+            IoWidth::Byte => 1,
+            IoWidth::Word => 2,
+            IoWidth::Dword => 4,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            IoWidth::Byte => "8",
+            IoWidth::Word => "16",
+            IoWidth::Dword => "32",
+        }
+    }
+}
+
+/// How the guest's interrupt handler ends an interrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EoiPolicy {
+    /// Not at all: the program sends its own EOIs.
+    None,
+    /// Non-specific EOI (OCW2 0x20) by port: to the slave (0xA0) when the vector is within
+    /// `slave_base..slave_base + 8`, then to the master (0x20).
+    Pic {
+        /// The slave's vector base (ICW2).
+        slave_base: u8,
+    },
+    /// Write 0 to the LAPIC EOI register (MMIO 0xFEE000B0).
+    LapicMmio,
+    /// `wrmsr` x2APIC EOI (MSR 0x80B) = 0.
+    X2apicMsr,
+}
+
+/// A host-side action, performed while the guest waits at its doorbell.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostOp {
+    /// Drive IRQ line `irq` (0–15; GSI on the in-kernel irqchip) to `level`.
+    SetIrq {
+        /// Line number.
+        irq: u8,
+        /// New level.
+        level: bool,
+    },
+    /// Raise then lower IRQ line `irq` (an edge).
+    PulseIrq(u8),
+    /// Let this many nanoseconds pass (real time on KVM backends, virtual time on software).
+    Sleep(u64),
+    /// Record the interrupt controllers' state under this label ([`crate::trace::Snapshot`]).
+    Snapshot(String),
+    /// Set the guest's virtual TSC to this value (a host write of IA32_TSC: TSC_ADJUST
+    /// unchanged). Needs a backend whose models own MSR 0x10.
+    SetGuestTsc(u64),
+}
+
+/// One operation of a program.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `out`.
+    Out {
+        /// Port.
+        port: u16,
+        /// Access width.
+        width: IoWidth,
+        /// Value (the low `width` bytes are written).
+        value: u32,
+    },
+    /// `in`; the value read is logged.
+    In {
+        /// Port.
+        port: u16,
+        /// Access width.
+        width: IoWidth,
+    },
+    /// MMIO load; the value is logged.
+    MmioRead {
+        /// Guest-physical address (identity mapped).
+        addr: u64,
+        /// 8 bytes instead of 4.
+        wide: bool,
+    },
+    /// MMIO store.
+    MmioWrite {
+        /// Guest-physical address.
+        addr: u64,
+        /// 8 bytes instead of 4.
+        wide: bool,
+        /// Value.
+        value: u64,
+    },
+    /// `rdmsr`; the value is logged (or the #GP it raised).
+    Rdmsr(u32),
+    /// `wrmsr`.
+    Wrmsr(u32, u64),
+    /// `rdtsc`; the value is logged.
+    Rdtsc,
+    /// `sti`: pending interrupts are taken from the next operation on.
+    Sti,
+    /// `cli`.
+    Cli,
+    /// `sti; hlt; cli`: wait until an interrupt has been taken. IF is 0 afterwards.
+    Wait,
+    /// `mov cr8, value`.
+    WriteCr8(u64),
+    /// `mov rax, cr8`; the value is logged.
+    ReadCr8,
+    /// Log this value (a marker).
+    Record(u64),
+    /// Busy-loop this many iterations (at least 1).
+    Spin(u64),
+    /// `ud2` (#UD, which resumes at the next operation).
+    Ud2,
+    /// Change the interrupt handler's EOI policy.
+    SetEoi(EoiPolicy),
+    /// Jump back to operation `target` until the body (`target..=this`) ran `count` times.
+    Loop {
+        /// Index of the first operation of the body.
+        target: usize,
+        /// Times the body runs (at least 1).
+        count: u64,
+    },
+    /// Ring the doorbell; the host performs the action, then the guest continues.
+    Host(HostOp),
+}
+
+/// Which behaviour profile a backend's PIC has: Linux KVM's in-kernel PIC (the kernel itself,
+/// or vm-pic's `Quirks::KVM`) or the 8259A datasheet (`Quirks::DATASHEET`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// KVM's behaviour.
+    Kvm,
+    /// The datasheet's behaviour.
+    Datasheet,
+}
+
+impl Profile {
+    /// The vm-pic quirks of this profile.
+    pub fn quirks(self) -> vm_pic::Quirks {
+        match self {
+            Profile::Kvm => vm_pic::Quirks::KVM,
+            Profile::Datasheet => vm_pic::Quirks::DATASHEET,
+        }
+    }
+
+    /// `kvm` or `datasheet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Kvm => "kvm",
+            Profile::Datasheet => "datasheet",
+        }
+    }
+}
+
+/// One expected log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// An interrupt with this vector.
+    Irq(u8),
+    /// An exception with this vector (the error code is not checked).
+    Exception(u8),
+    /// An NMI.
+    Nmi,
+    /// A read or recorded value, exactly.
+    Value(u64),
+    /// A value within `lo..=hi` (times, TSC readings).
+    ValueIn(u64, u64),
+}
+
+/// What a scenario needs from a backend, derived from its operations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Reads or writes IA32_TSC / IA32_TSC_ADJUST, or sets the virtual TSC.
+    pub virtual_tsc: bool,
+    /// Touches the LAPIC (MMIO page 0xFEE00000, x2APIC MSRs, CR8, LAPIC EOI policies).
+    pub lapic: bool,
+    /// Touches the IOAPIC (MMIO page 0xFEC00000).
+    pub ioapic: bool,
+    /// Programs the PIT (ports 0x40–0x43).
+    pub pit: bool,
+    /// Uses more than one vCPU.
+    pub smp: bool,
+}
+
+/// A named program with the trace it must produce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    /// Name (unique among the built-in scenarios).
+    pub name: String,
+    /// One line on what it checks.
+    pub description: String,
+    /// The handler's EOI policy at start.
+    pub eoi: EoiPolicy,
+    /// The boot vCPU's program (an [`Op`] list; END is implied after the last).
+    pub ops: Vec<Op>,
+    /// Programs of the application processors, started directly in long mode.
+    pub aps: Vec<Vec<Op>>,
+    /// The boot vCPU's expected log, on a backend with the KVM profile (`None`: the
+    /// scenario is only compared between backends, e.g. a random one).
+    pub expect: Option<Vec<Expect>>,
+    /// The expected log on a datasheet-profile backend, where it differs.
+    pub expect_datasheet: Option<Vec<Expect>>,
+}
+
+/// Where the scenario text form is malformed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Why a scenario is not well formed for running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidScenario(pub String);
+
+impl fmt::Display for InvalidScenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidScenario {}
+
+/// The LAPIC's MMIO page.
+pub const LAPIC_PAGE: u64 = 0xFEE0_0000;
+/// The IOAPIC's MMIO page.
+pub const IOAPIC_PAGE: u64 = 0xFEC0_0000;
+
+impl Scenario {
+    /// A scenario with no expectations yet.
+    pub fn new(name: &str, description: &str, eoi: EoiPolicy, ops: Vec<Op>) -> Self {
+        Scenario {
+            name: name.to_string(),
+            description: description.to_string(),
+            eoi,
+            ops,
+            aps: Vec::new(),
+            expect: None,
+            expect_datasheet: None,
+        }
+    }
+
+    /// Sets the expected log (both profiles).
+    pub fn expect(mut self, expect: Vec<Expect>) -> Self {
+        self.expect = Some(expect);
+        self
+    }
+
+    /// Sets the expected log of datasheet-profile backends.
+    pub fn expect_datasheet(mut self, expect: Vec<Expect>) -> Self {
+        self.expect_datasheet = Some(expect);
+        self
+    }
+
+    /// The expected log for a backend of `profile`.
+    pub fn expected(&self, profile: Profile) -> Option<&[Expect]> {
+        match profile {
+            Profile::Datasheet => self.expect_datasheet.as_deref().or(self.expect.as_deref()),
+            Profile::Kvm => self.expect.as_deref(),
+        }
+    }
+
+    /// Every program: the boot vCPU's, then the APs'.
+    pub fn programs(&self) -> impl Iterator<Item = &[Op]> {
+        std::iter::once(self.ops.as_slice()).chain(self.aps.iter().map(Vec::as_slice))
+    }
+
+    /// What the scenario needs from a backend.
+    pub fn needs(&self) -> Needs {
+        let mut needs = Needs { smp: !self.aps.is_empty(), ..Needs::default() };
+        let mut eoi = vec![self.eoi];
+        for op in self.programs().flatten() {
+            match op {
+                Op::Out { port, .. } | Op::In { port, .. } => needs.pit |= (0x40..=0x43).contains(port),
+                Op::MmioRead { addr, .. } | Op::MmioWrite { addr, .. } => {
+                    needs.lapic |= addr & !0xFFF == LAPIC_PAGE;
+                    needs.ioapic |= addr & !0xFFF == IOAPIC_PAGE;
+                }
+                Op::Rdmsr(msr) | Op::Wrmsr(msr, _) => {
+                    needs.virtual_tsc |= matches!(msr, 0x10 | 0x3B);
+                    needs.lapic |= matches!(msr, 0x1B | 0x6E0 | 0x800..=0x8FF);
+                }
+                Op::WriteCr8(_) | Op::ReadCr8 => needs.lapic = true,
+                Op::SetEoi(policy) => eoi.push(*policy),
+                Op::Host(HostOp::SetGuestTsc(_)) => needs.virtual_tsc = true,
+                _ => {}
+            }
+        }
+        needs.lapic |= eoi.iter().any(|p| matches!(p, EoiPolicy::LapicMmio | EoiPolicy::X2apicMsr));
+        needs
+    }
+
+    /// Checks what the guest and the backends cannot run: widths, loop targets, sizes.
+    pub fn validate(&self, max_ops: usize) -> Result<(), InvalidScenario> {
+        if self.aps.len() + 1 > crate::MAX_VCPUS {
+            return Err(InvalidScenario(format!(
+                "{} vCPUs requested, the probe guest has room for {}",
+                self.aps.len() + 1,
+                crate::MAX_VCPUS
+            )));
+        }
+        for (cpu, program) in self.programs().enumerate() {
+            if program.len() + 1 > max_ops {
+                return Err(InvalidScenario(format!(
+                    "vCPU {cpu}: {} operations, the mailbox holds {}",
+                    program.len(),
+                    max_ops - 1
+                )));
+            }
+            for (i, op) in program.iter().enumerate() {
+                let bad = |what: &str| Err(InvalidScenario(format!("vCPU {cpu} op {i} ({op:?}): {what}")));
+                match op {
+                    Op::Loop { target, count } if *target > i || *count == 0 => {
+                        return bad("a loop must jump back and run at least once")
+                    }
+                    Op::Spin(0) => return bad("spin count must be at least 1"),
+                    Op::Host(HostOp::SetIrq { irq, .. } | HostOp::PulseIrq(irq)) if *irq > 15 => {
+                        return bad("IRQ lines are 0-15")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The text form: one directive per line (see [`Scenario::parse`]).
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "scenario {}", self.name);
+        if !self.description.is_empty() {
+            let _ = writeln!(s, "# {}", self.description);
+        }
+        let _ = writeln!(s, "eoi {}", eoi_text(self.eoi));
+        for (cpu, program) in self.programs().enumerate() {
+            if cpu > 0 {
+                let _ = writeln!(s, "ap");
+            }
+            for op in program {
+                let _ = writeln!(s, "{}", op_text(op));
+            }
+        }
+        for (keyword, expect) in [("expect", &self.expect), ("expect-datasheet", &self.expect_datasheet)] {
+            if let Some(expect) = expect {
+                let items: Vec<String> = expect.iter().map(expect_text).collect();
+                let _ = writeln!(s, "{keyword} {}", items.join(" "));
+            }
+        }
+        s
+    }
+
+    /// Parses the text form:
+    ///
+    /// ```text
+    /// scenario NAME
+    /// # description (first comment line)
+    /// eoi none|pic SLAVE_BASE|lapic|x2apic
+    /// out8|out16|out32 PORT VALUE     in8|in16|in32 PORT
+    /// mmio-read32|mmio-read64 ADDR    mmio-write32|mmio-write64 ADDR VALUE
+    /// rdmsr MSR   wrmsr MSR VALUE   rdtsc   sti   cli   wait   cr8-write V   cr8-read
+    /// record V   spin N   ud2   set-eoi POLICY...   loop TARGET COUNT
+    /// host irq IRQ 0|1   host pulse IRQ   host sleep NS   host snapshot LABEL   host tsc VALUE
+    /// ap                              (the following operations are the next AP's program)
+    /// expect ITEM...   expect-datasheet ITEM...   ITEM = irq:V exc:V nmi val:V val:LO..HI
+    /// ```
+    ///
+    /// Numbers are decimal or 0x-prefixed hexadecimal.
+    pub fn parse(text: &str) -> Result<Scenario, ParseError> {
+        let mut scenario = Scenario::new("unnamed", "", EoiPolicy::None, Vec::new());
+        let mut program: usize = 0;
+        for (n, raw) in text.lines().enumerate() {
+            let line = n + 1;
+            let err = |message: String| ParseError { line, message };
+            let trimmed = raw.trim();
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                if scenario.description.is_empty() {
+                    scenario.description = comment.trim().to_string();
+                }
+                continue;
+            }
+            let words: Vec<&str> = trimmed.split_whitespace().collect();
+            let Some((&keyword, args)) = words.split_first() else { continue };
+            match keyword {
+                "scenario" => {
+                    scenario.name =
+                        args.first().ok_or_else(|| err("scenario needs a name".into()))?.to_string()
+                }
+                "eoi" => scenario.eoi = parse_eoi(args).map_err(err)?,
+                "ap" => {
+                    scenario.aps.push(Vec::new());
+                    program += 1;
+                }
+                "expect" | "expect-datasheet" => {
+                    let items =
+                        args.iter().map(|a| parse_expect(a)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                    if keyword == "expect" {
+                        scenario.expect = Some(items);
+                    } else {
+                        scenario.expect_datasheet = Some(items);
+                    }
+                }
+                _ => {
+                    let op = parse_op(keyword, args).map_err(err)?;
+                    match program {
+                        0 => scenario.ops.push(op),
+                        n => scenario.aps[n - 1].push(op),
+                    }
+                }
+            }
+        }
+        Ok(scenario)
+    }
+}
+
+fn eoi_text(policy: EoiPolicy) -> String {
+    match policy {
+        EoiPolicy::None => "none".into(),
+        EoiPolicy::Pic { slave_base } => format!("pic {slave_base:#04x}"),
+        EoiPolicy::LapicMmio => "lapic".into(),
+        EoiPolicy::X2apicMsr => "x2apic".into(),
+    }
+}
+
+fn op_text(op: &Op) -> String {
+    match op {
+        Op::Out { port, width, value } => format!("out{} {port:#x} {value:#x}", width.suffix()),
+        Op::In { port, width } => format!("in{} {port:#x}", width.suffix()),
+        Op::MmioRead { addr, wide } => format!("mmio-read{} {addr:#x}", if *wide { 64 } else { 32 }),
+        Op::MmioWrite { addr, wide, value } => {
+            format!("mmio-write{} {addr:#x} {value:#x}", if *wide { 64 } else { 32 })
+        }
+        Op::Rdmsr(msr) => format!("rdmsr {msr:#x}"),
+        Op::Wrmsr(msr, value) => format!("wrmsr {msr:#x} {value:#x}"),
+        Op::Rdtsc => "rdtsc".into(),
+        Op::Sti => "sti".into(),
+        Op::Cli => "cli".into(),
+        Op::Wait => "wait".into(),
+        Op::WriteCr8(v) => format!("cr8-write {v:#x}"),
+        Op::ReadCr8 => "cr8-read".into(),
+        Op::Record(v) => format!("record {v:#x}"),
+        Op::Spin(n) => format!("spin {n}"),
+        Op::Ud2 => "ud2".into(),
+        Op::SetEoi(p) => format!("set-eoi {}", eoi_text(*p)),
+        Op::Loop { target, count } => format!("loop {target} {count}"),
+        Op::Host(HostOp::SetIrq { irq, level }) => format!("host irq {irq} {}", u8::from(*level)),
+        Op::Host(HostOp::PulseIrq(irq)) => format!("host pulse {irq}"),
+        Op::Host(HostOp::Sleep(ns)) => format!("host sleep {ns}"),
+        Op::Host(HostOp::Snapshot(label)) => format!("host snapshot {label}"),
+        Op::Host(HostOp::SetGuestTsc(v)) => format!("host tsc {v:#x}"),
+    }
+}
+
+fn expect_text(e: &Expect) -> String {
+    match e {
+        Expect::Irq(v) => format!("irq:{v:#04x}"),
+        Expect::Exception(v) => format!("exc:{v}"),
+        Expect::Nmi => "nmi".into(),
+        Expect::Value(v) => format!("val:{v:#x}"),
+        Expect::ValueIn(lo, hi) => format!("val:{lo:#x}..{hi:#x}"),
+    }
+}
+
+fn number(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("`{s}` is not a number"))
+}
+
+fn narrow<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    T::try_from(number(s)?).map_err(|_| format!("`{s}` is out of range"))
+}
+
+fn arg<'a>(args: &[&'a str], i: usize, what: &str) -> Result<&'a str, String> {
+    args.get(i).copied().ok_or_else(|| format!("missing {what}"))
+}
+
+fn parse_eoi(args: &[&str]) -> Result<EoiPolicy, String> {
+    match args.first().copied() {
+        Some("none") => Ok(EoiPolicy::None),
+        Some("pic") => Ok(EoiPolicy::Pic { slave_base: narrow(arg(args, 1, "slave vector base")?)? }),
+        Some("lapic") => Ok(EoiPolicy::LapicMmio),
+        Some("x2apic") => Ok(EoiPolicy::X2apicMsr),
+        other => Err(format!("unknown EOI policy {other:?}")),
+    }
+}
+
+fn parse_expect(item: &str) -> Result<Expect, String> {
+    let (tag, value) = item.split_once(':').unwrap_or((item, ""));
+    match tag {
+        "irq" => Ok(Expect::Irq(narrow(value)?)),
+        "exc" => Ok(Expect::Exception(narrow(value)?)),
+        "nmi" => Ok(Expect::Nmi),
+        "val" => match value.split_once("..") {
+            Some((lo, hi)) => Ok(Expect::ValueIn(number(lo)?, number(hi)?)),
+            None => Ok(Expect::Value(number(value)?)),
+        },
+        _ => Err(format!("unknown expectation `{item}`")),
+    }
+}
+
+fn parse_op(keyword: &str, args: &[&str]) -> Result<Op, String> {
+    let width = |suffix: &str| match suffix {
+        "8" => Ok(IoWidth::Byte),
+        "16" => Ok(IoWidth::Word),
+        "32" => Ok(IoWidth::Dword),
+        _ => Err(format!("unknown width in `{keyword}`")),
+    };
+    let a = |i: usize, what: &str| arg(args, i, what);
+    Ok(match keyword {
+        k if k.starts_with("out") => {
+            Op::Out { port: narrow(a(0, "port")?)?, width: width(&k[3..])?, value: narrow(a(1, "value")?)? }
+        }
+        k if k.starts_with("in") => Op::In { port: narrow(a(0, "port")?)?, width: width(&k[2..])? },
+        "mmio-read32" | "mmio-read64" => {
+            Op::MmioRead { addr: number(a(0, "address")?)?, wide: keyword.ends_with("64") }
+        }
+        "mmio-write32" | "mmio-write64" => Op::MmioWrite {
+            addr: number(a(0, "address")?)?,
+            wide: keyword.ends_with("64"),
+            value: number(a(1, "value")?)?,
+        },
+        "rdmsr" => Op::Rdmsr(narrow(a(0, "MSR")?)?),
+        "wrmsr" => Op::Wrmsr(narrow(a(0, "MSR")?)?, number(a(1, "value")?)?),
+        "rdtsc" => Op::Rdtsc,
+        "sti" => Op::Sti,
+        "cli" => Op::Cli,
+        "wait" => Op::Wait,
+        "cr8-write" => Op::WriteCr8(number(a(0, "value")?)?),
+        "cr8-read" => Op::ReadCr8,
+        "record" => Op::Record(number(a(0, "value")?)?),
+        "spin" => Op::Spin(number(a(0, "count")?)?),
+        "ud2" => Op::Ud2,
+        "set-eoi" => Op::SetEoi(parse_eoi(args)?),
+        "loop" => Op::Loop { target: narrow(a(0, "target")?)?, count: number(a(1, "count")?)? },
+        "host" => match a(0, "host action")? {
+            "irq" => {
+                Op::Host(HostOp::SetIrq { irq: narrow(a(1, "IRQ")?)?, level: number(a(2, "level")?)? != 0 })
+            }
+            "pulse" => Op::Host(HostOp::PulseIrq(narrow(a(1, "IRQ")?)?)),
+            "sleep" => Op::Host(HostOp::Sleep(number(a(1, "ns")?)?)),
+            "snapshot" => Op::Host(HostOp::Snapshot(a(1, "label")?.to_string())),
+            "tsc" => Op::Host(HostOp::SetGuestTsc(number(a(1, "value")?)?)),
+            other => return Err(format!("unknown host action `{other}`")),
+        },
+        other => return Err(format!("unknown operation `{other}`")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips_every_operation() {
+        let ops = vec![
+            Op::Out { port: 0x20, width: IoWidth::Byte, value: 0x11 },
+            Op::Out { port: 0x4d0, width: IoWidth::Word, value: 0x0800 },
+            Op::In { port: 0x21, width: IoWidth::Dword },
+            Op::MmioRead { addr: 0xFEE0_0030, wide: false },
+            Op::MmioWrite { addr: 0xFEC0_0000, wide: true, value: 0x10 },
+            Op::Rdmsr(0x10),
+            Op::Wrmsr(0x3B, 1 << 40),
+            Op::Rdtsc,
+            Op::Sti,
+            Op::Cli,
+            Op::Wait,
+            Op::WriteCr8(3),
+            Op::ReadCr8,
+            Op::Record(7),
+            Op::Spin(10),
+            Op::Ud2,
+            Op::SetEoi(EoiPolicy::Pic { slave_base: 0x38 }),
+            Op::Loop { target: 0, count: 3 },
+            Op::Host(HostOp::SetIrq { irq: 11, level: true }),
+            Op::Host(HostOp::PulseIrq(4)),
+            Op::Host(HostOp::Sleep(1000)),
+            Op::Host(HostOp::Snapshot("end".into())),
+            Op::Host(HostOp::SetGuestTsc(5)),
+        ];
+        let mut scenario = Scenario::new("all-ops", "every operation once", EoiPolicy::X2apicMsr, ops)
+            .expect(vec![Expect::Irq(0x30), Expect::Exception(13), Expect::Nmi, Expect::Value(1)])
+            .expect_datasheet(vec![Expect::ValueIn(1, 9)]);
+        scenario.aps.push(vec![Op::Record(1)]);
+        assert_eq!(Scenario::parse(&scenario.to_text()).unwrap(), scenario);
+    }
+
+    #[test]
+    fn malformed_text_names_the_line() {
+        let err = Scenario::parse("scenario x\nout8 0x20\n").unwrap_err();
+        assert_eq!((err.line, err.message.as_str()), (2, "missing value"));
+        let err = Scenario::parse("frobnicate 1\n").unwrap_err();
+        assert_eq!(err.line, 1);
+        let err = Scenario::parse("out8 0x10000 1\n").unwrap_err();
+        assert!(err.message.contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn needs_follow_from_the_operations() {
+        let s = Scenario::new("n", "", EoiPolicy::None, vec![Op::Rdmsr(0x10), Op::ReadCr8]);
+        assert_eq!(s.needs(), Needs { virtual_tsc: true, lapic: true, ..Needs::default() });
+        let s = Scenario::new(
+            "n",
+            "",
+            EoiPolicy::LapicMmio,
+            vec![Op::Out { port: 0x43, width: IoWidth::Byte, value: 0x34 }],
+        );
+        assert_eq!(s.needs(), Needs { lapic: true, pit: true, ..Needs::default() });
+    }
+
+    #[test]
+    fn a_forward_loop_is_refused() {
+        let s = Scenario::new("l", "", EoiPolicy::None, vec![Op::Loop { target: 1, count: 2 }, Op::Sti]);
+        assert!(s.validate(100).is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! The trace format: what a program logged, in order, and the controller state at each
+//! snapshot point. Every backend produces the same format.
+
+use std::fmt;
+
+use crate::scenario::{Expect, Op};
+
+/// One thing the guest logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// An interrupt (vector 32–255).
+    Irq(u8),
+    /// An exception, with its error code (0 for exceptions without one).
+    Exception {
+        /// Vector 0–31.
+        vector: u8,
+        /// Error code pushed by the CPU, or 0.
+        error_code: u64,
+    },
+    /// An NMI.
+    Nmi,
+    /// A value read (port, MMIO, MSR, TSC, CR8) or recorded.
+    Value(u64),
+}
+
+/// A log entry: the event and where the program was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// What happened.
+    pub event: Event,
+    /// Index of the operation being interpreted (for an interrupt: the one it arrived
+    /// after or during; for a value: the one that produced it).
+    pub op: u16,
+    /// Position in the log (0, 1, 2, …).
+    pub seq: u32,
+}
+
+/// Interrupt-controller state at a snapshot point, in KVM's byte layouts so that every
+/// backend's snapshot can be compared bit for bit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The label of the [`crate::scenario::HostOp::Snapshot`].
+    pub label: String,
+    /// PIC master and slave as `kvm_pic_state` bytes (KVM_GET_IRQCHIP chips 0 and 1, or the
+    /// model's `PicState::to_kvm`).
+    pub pic: Option<[[u8; 16]; 2]>,
+    /// The IOAPIC as `kvm_ioapic_state` bytes (KVM_GET_IRQCHIP chip 2; the IOAPIC model's
+    /// conversion once vm-apic has one).
+    pub ioapic: Option<Vec<u8>>,
+    /// The snapshotting vCPU's LAPIC as the 1 KiB `kvm_lapic_state` (KVM_GET_LAPIC, or the
+    /// LAPIC model's conversion once vm-apic has one).
+    pub lapic: Option<Vec<u8>>,
+}
+
+/// The names of the `kvm_pic_state` bytes, for printing differences.
+pub const PIC_FIELDS: [&str; 16] = [
+    "last_irr",
+    "irr",
+    "imr",
+    "isr",
+    "priority_add",
+    "irq_base",
+    "read_reg_select",
+    "poll",
+    "special_mask",
+    "init_state",
+    "auto_eoi",
+    "rotate_on_auto_eoi",
+    "special_fully_nested_mode",
+    "init4",
+    "elcr",
+    "elcr_mask",
+];
+
+/// What one vCPU logged during a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// The log, in order.
+    pub entries: Vec<Entry>,
+    /// Snapshots, in order.
+    pub snapshots: Vec<Snapshot>,
+    /// Software backend only: the virtual time (ns) at which each interrupt was taken, in
+    /// log order. Empty on KVM backends, whose timing is not deterministic.
+    pub irq_times_ns: Vec<u64>,
+}
+
+impl Trace {
+    /// Interrupts taken (IRQ and NMI entries).
+    pub fn interrupts(&self) -> usize {
+        self.entries.iter().filter(|e| matches!(e.event, Event::Irq(_) | Event::Nmi)).count()
+    }
+
+    /// The events alone.
+    pub fn events(&self) -> Vec<Event> {
+        self.entries.iter().map(|e| e.event).collect()
+    }
+
+    /// Checks the log against `expect`; on mismatch, says where.
+    pub fn check(&self, expect: &[Expect]) -> Result<(), String> {
+        for (i, want) in expect.iter().enumerate() {
+            let Some(got) = self.entries.get(i) else {
+                return Err(format!(
+                    "log ends after {} entries, expected {} (next: {})",
+                    self.entries.len(),
+                    expect.len(),
+                    ExpectDisplay(want)
+                ));
+            };
+            let ok = match (*want, got.event) {
+                (Expect::Irq(v), Event::Irq(g)) => v == g,
+                (Expect::Exception(v), Event::Exception { vector, .. }) => v == vector,
+                (Expect::Nmi, Event::Nmi) => true,
+                (Expect::Value(v), Event::Value(g)) => v == g,
+                (Expect::ValueIn(lo, hi), Event::Value(g)) => (lo..=hi).contains(&g),
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "entry {i}: expected {}, got {} (at op {})\n  expected: {}\n  got:      {}",
+                    ExpectDisplay(want),
+                    got.event,
+                    got.op,
+                    expect.iter().map(|e| ExpectDisplay(e).to_string()).collect::<Vec<_>>().join(" "),
+                    self.summary()
+                ));
+            }
+        }
+        if self.entries.len() > expect.len() {
+            return Err(format!(
+                "{} unexpected extra entries after the expected {}\n  got: {}",
+                self.entries.len() - expect.len(),
+                expect.len(),
+                self.summary()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log on one line.
+    pub fn summary(&self) -> String {
+        self.entries.iter().map(|e| e.event.to_string()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Whether two logs are the same, entry by entry, given the program that produced them:
+    /// values that depend on time (`rdtsc`, IA32_TSC and TSC_ADJUST reads) are compared only
+    /// for presence. Returns the first difference.
+    pub fn diff_events(&self, other: &Trace, program: &[Op]) -> Option<String> {
+        let n = self.entries.len().max(other.entries.len());
+        for i in 0..n {
+            match (self.entries.get(i), other.entries.get(i)) {
+                (Some(a), Some(b)) => {
+                    let nondeterministic = matches!(a.event, Event::Value(_))
+                        && matches!(b.event, Event::Value(_))
+                        && a.op == b.op
+                        && program.get(usize::from(a.op)).is_some_and(reads_time);
+                    if a.event != b.event && !nondeterministic {
+                        return Some(format!(
+                            "entry {i}: {} (op {}) vs {} (op {})",
+                            a.event, a.op, b.event, b.op
+                        ));
+                    }
+                }
+                (Some(a), None) => {
+                    return Some(format!("entry {i}: {} (op {}) vs end of log", a.event, a.op))
+                }
+                (None, Some(b)) => {
+                    return Some(format!("entry {i}: end of log vs {} (op {})", b.event, b.op))
+                }
+                (None, None) => {}
+            }
+        }
+        None
+    }
+}
+
+/// Whether the value `op` logs depends on when it runs.
+fn reads_time(op: &Op) -> bool {
+    matches!(op, Op::Rdtsc | Op::Rdmsr(0x10 | 0x3B))
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Irq(v) => write!(f, "irq:{v:#04x}"),
+            Event::Exception { vector, error_code } => write!(f, "exc:{vector}/{error_code:#x}"),
+            Event::Nmi => write!(f, "nmi"),
+            Event::Value(v) => write!(f, "val:{v:#x}"),
+        }
+    }
+}
+
+struct ExpectDisplay<'a>(&'a Expect);
+
+impl fmt::Display for ExpectDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Expect::Irq(v) => write!(f, "irq:{v:#04x}"),
+            Expect::Exception(v) => write!(f, "exc:{v}"),
+            Expect::Nmi => write!(f, "nmi"),
+            Expect::Value(v) => write!(f, "val:{v:#x}"),
+            Expect::ValueIn(lo, hi) => write!(f, "val:{lo:#x}..{hi:#x}"),
+        }
+    }
+}
+
+/// The `kvm_pic_state` bytes of a vm-pic chip, in KVM's field order.
+pub fn pic_chip_bytes(chip: &vm_pic::ChipState) -> [u8; 16] {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        let k = chip.to_kvm();
+        [
+            k.last_irr,
+            k.irr,
+            k.imr,
+            k.isr,
+            k.priority_add,
+            k.irq_base,
+            k.read_reg_select,
+            k.poll,
+            k.special_mask,
+            k.init_state,
+            k.auto_eoi,
+            k.rotate_on_auto_eoi,
+            k.special_fully_nested_mode,
+            k.init4,
+            k.elcr,
+            k.elcr_mask,
+        ]
+    }
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    {
+        [
+            chip.last_irr,
+            chip.irr,
+            chip.imr,
+            chip.isr,
+            chip.priority_add,
+            chip.irq_base,
+            u8::from(chip.read_reg_select),
+            u8::from(chip.poll),
+            u8::from(chip.special_mask),
+            chip.init_state as u8,
+            u8::from(chip.auto_eoi),
+            u8::from(chip.rotate_on_auto_eoi),
+            u8::from(chip.special_fully_nested_mode),
+            u8::from(chip.init4),
+            chip.elcr,
+            chip.elcr_mask,
+        ]
+    }
+}
+
+/// The PIC pair's snapshot bytes.
+pub fn pic_bytes(state: &vm_pic::PicState) -> [[u8; 16]; 2] {
+    [pic_chip_bytes(&state.master), pic_chip_bytes(&state.slave)]
+}
+
+/// Describes every byte that differs between two PIC snapshots, by chip and field name.
+pub fn pic_difference(a: &[[u8; 16]; 2], b: &[[u8; 16]; 2]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (chip, (x, y)) in ["master", "slave"].iter().zip(a.iter().zip(b.iter())) {
+        for (field, (p, q)) in PIC_FIELDS.iter().zip(x.iter().zip(y.iter())) {
+            if p != q {
+                out.push(format!("{chip}.{field}: {p:#04x} vs {q:#04x}"));
+            }
+        }
+    }
+    out
+}
