@@ -1,6 +1,8 @@
 //! Local APIC (xAPIC and x2APIC), IOAPIC and APIC-bus routing for virtual machine monitors, as
 //! plain-data models with time as an input.
 //!
+//! * [`apicv`]: the virtual-APIC page and posted interrupts (Intel APICv), as a simulator and as
+//!   the data structures a VMM hands to hardware.
 //! * [`lapic`]: the local APIC (xAPIC MMIO and x2APIC MSRs, timer, acceptance, INTA, EOI).
 //! * [`bus`]: the APIC bus that delivers one message to the APICs it addresses.
 //! * [`msi`]: the interrupt message every source speaks ([`Interrupt`]) and its MSI encoding.
@@ -23,6 +25,7 @@
     )
 )]
 
+pub mod apicv;
 pub mod bus;
 pub mod ioapic;
 pub mod lapic;

@@ -1,0 +1,1 @@
+//! The posted-interrupt descriptor (being written).
