@@ -1,3 +1,4 @@
+pub mod apicv;
 pub mod corpus;
 pub mod ioapic;
 pub mod lapic;
