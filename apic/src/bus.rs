@@ -134,9 +134,16 @@ pub struct Delivery {
     /// The vCPUs whose APIC took the message: kick each one that is running or halted (but
     /// not the sender itself when it is the running vCPU).
     pub accepted: VcpuSet,
-    /// No APIC matched the destination (KVM_IRQ_LINE_STATUS and KVM_SIGNAL_MSI then report
-    /// failure; an IOAPIC in the KVM profile does not set remote IRR).
+    /// No APIC matched the destination (for lowest priority: no software-enabled candidate).
     pub no_destination: bool,
+    /// What KVM's `kvm_irq_delivery_to_apic` would return: the number of APICs that took the
+    /// message; or, when none did, 0 from its fast path (a unicast or multicast destination
+    /// resolved through its APIC map) and -1 from its slow path (a broadcast destination or a
+    /// shorthand) when it addressed no APIC at all. KVM's IOAPIC sets Remote IRR of a level
+    /// entry unless this is 0 (see [`crate::ioapic::IoApic::not_accepted`]), and
+    /// KVM_SIGNAL_MSI returns it. (KVM also takes its slow path when its map is disabled by
+    /// aliased APIC IDs or mixed logical modes; that case is not modelled.)
+    pub kvm_result: i32,
 }
 
 impl Delivery {
@@ -207,11 +214,16 @@ impl ApicBus {
         let physical_broadcast = irq.shorthand == Shorthand::None
             && irq.destination_mode == DestinationMode::Physical
             && irq.destination & 0xFF == XAPIC_BROADCAST;
+        // KVM's slow path: broadcast destinations and shorthands other than "self".
+        let slow_path = matches!(irq.shorthand, Shorthand::AllIncludingSelf | Shorthand::AllExcludingSelf)
+            || (irq.shorthand == Shorthand::None
+                && (irq.destination == XAPIC_BROADCAST || irq.destination == X2APIC_BROADCAST));
         if lowest
             && !(physical_broadcast && self.quirks.contains(BusQuirks::LOWEST_PRIORITY_BROADCAST_AS_FIXED))
         {
             let Some(target) = self.lowest_priority_target(apics, irq, source) else {
                 delivery.no_destination = true;
+                delivery.kvm_result = if slow_path { -1 } else { 0 };
                 return Ok(delivery);
             };
             if let Some(apic) = apics.get_mut(target) {
@@ -219,6 +231,7 @@ impl ApicBus {
                     delivery.accepted.insert(target);
                 }
             }
+            delivery.kvm_result = delivery.count() as i32;
             return Ok(delivery);
         }
         let mut matched = false;
@@ -233,6 +246,7 @@ impl ApicBus {
             }
         }
         delivery.no_destination = !matched;
+        delivery.kvm_result = if slow_path && !matched { -1 } else { delivery.count() as i32 };
         Ok(delivery)
     }
 

@@ -49,7 +49,7 @@ pub struct Input {
     pub apics: u8,
     /// Selects the bus and TSC rates.
     pub clock: u8,
-    /// CPUID features: bit 0 x2APIC, 1 TSC-deadline, 2 CMCI, 3 directed EOI.
+    /// CPUID features: bit 0 x2APIC, 1 TSC-deadline, 2 CMCI, 3 directed EOI, 4 SMM.
     pub features: u8,
     /// The guest TSC offset.
     pub tsc_offset: u64,
@@ -235,6 +235,7 @@ pub fn run(data: &[u8]) {
                 cmci: input.features & 4 != 0,
                 directed_eoi: input.features & 8 != 0,
                 phys_addr_bits: 46,
+                smm: input.features & 16 != 0,
             })
         })
         .collect();

@@ -2,9 +2,10 @@
 //!
 //! * [`scenario`]: the scenario language; [`scenarios`]: the built-in scenarios.
 //! * [`trace`]: what a run logged.
-//! * [`irqchip`]: our models behind the exits (where vm-apic plugs in).
-//! * [`backend`]: one trait, four backends (`software`, `kvm-userspace`, `kvm-split`,
-//!   `kvm-kernel`).
+//! * [`irqchip`]: our models (vm-pic, vm-apic, vm-timer) behind the exits.
+//! * [`backend`]: one trait, five backend families (`software`, `kvm-userspace`, `kvm-split`,
+//!   `kvm-kernel`, `kvm-migrate`), and [`backend::host`], what this host's KVM does that Linux
+//!   KVM does not.
 //! * [`guest`] and [`kvm`]: the probe guest and the KVM runner (Linux/x86_64 only).
 //! * [`diff`]: differential comparison; [`report`]: the main job's table; [`bench`](mod@bench): the
 //!   interrupt-rate benchmark.

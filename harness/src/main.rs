@@ -6,7 +6,10 @@
 //! irq-harness [--backend NAME]... [--scenario NAME]... [--vcpus N] [--json]
 //!             [--replay FILE] [--list] [--bench [--bench-irqs N]]
 //! ```
-//! `--backend` takes a family (`kvm-userspace`) or a full name (`kvm-userspace/datasheet`).
+//! `--backend` takes a family (`kvm-userspace`) or a full name (`kvm-userspace/datasheet`,
+//! also spelled `kvm-userspace/sdm`). `--vcpus N` adds recording APs to every scenario that has
+//! none of its own (the SMP scenarios keep their two vCPUs). `--bench` runs the PIC, IOAPIC and
+//! x2APIC self-IPI loops on every backend.
 
 use std::process::ExitCode;
 
@@ -58,7 +61,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: irq-harness [--backend NAME]... [--scenario NAME]... [--vcpus N] [--json] [--replay FILE] [--list] [--bench [--bench-irqs N]]\nbackends: {}",
+                    "usage: irq-harness [--backend NAME]... [--scenario NAME]... [--vcpus N] [--json] [--replay FILE] [--list] [--bench [--bench-irqs N]]\nbackends: {} (/sdm = /datasheet)",
                     BackendId::ALL.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                 );
                 std::process::exit(0);
@@ -120,7 +123,7 @@ fn main() -> ExitCode {
     }
     if args.list {
         for s in &list {
-            println!("{:<20} {}", s.name, s.description);
+            println!("{:<34} {}", s.name, s.description);
         }
         return ExitCode::SUCCESS;
     }

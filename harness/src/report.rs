@@ -19,6 +19,16 @@ pub enum Outcome {
     },
     /// The backend cannot run it.
     Unsupported(String),
+    /// It ran and did not match, for a documented reason outside the models (a host quirk,
+    /// [`crate::backend::host`]): not a failure, always printed.
+    Known {
+        /// What happened.
+        reason: String,
+        /// Why it is expected.
+        why: String,
+        /// Counters, if the run completed.
+        stats: Option<Stats>,
+    },
 }
 
 impl Outcome {
@@ -52,6 +62,15 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// Differential checks between backends: (scenario, description, Ok or the difference).
     pub diffs: Vec<(String, String, Result<(), String>)>,
+    /// Differences a documented divergence explains: (scenario, description, difference,
+    /// reason). Not failures, always printed.
+    pub known: Vec<(String, String, String, String)>,
+}
+
+/// A short tag for a known-divergence reason, to cite it on each line.
+fn why_tag(why: &str) -> String {
+    let hash = why.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("K{:04X}", hash & 0xFFFF)
 }
 
 fn ms(d: Duration) -> String {
@@ -86,6 +105,7 @@ impl Report {
                         format!("PASS {}i {}x {}", st.interrupts, st.exits, ms(st.wall))
                     }
                     Some(Outcome::Fail { .. }) => "FAIL".to_string(),
+                    Some(Outcome::Known { why, .. }) => format!("KNOWN [{}]", why_tag(why)),
                     Some(Outcome::Unsupported(_)) => "n/a".to_string(),
                     None => "-".to_string(),
                 };
@@ -93,7 +113,7 @@ impl Report {
             }
             s.push('\n');
         }
-        s.push_str("(PASS interrupts-taken i, VM exits x, wall time; n/a: the backend cannot run it, reason below)\n");
+        s.push_str("(PASS interrupts-taken i, VM exits x, wall time; n/a: the backend cannot run it; KNOWN [tag]: a documented divergence, listed below)\n");
         let mut reasons: Vec<(String, BackendId, String)> = Vec::new();
         for c in &self.cells {
             match &c.outcome {
@@ -107,16 +127,46 @@ impl Report {
                     );
                 }
                 Outcome::Unsupported(why) => reasons.push((c.scenario.clone(), c.backend, why.clone())),
+                Outcome::Known { reason, why, .. } => {
+                    let first = reason.lines().next().unwrap_or("");
+                    let _ =
+                        writeln!(s, "\nKNOWN {} on {} [{}]: {first}", c.scenario, c.backend, why_tag(why));
+                }
                 Outcome::Pass(_) => {}
             }
         }
-        if !self.diffs.is_empty() {
+        if !self.diffs.is_empty() || !self.known.is_empty() {
             let ok = self.diffs.iter().filter(|d| d.2.is_ok()).count();
-            let _ = writeln!(s, "\ndifferential checks: {ok} of {} agree", self.diffs.len());
+            let _ = writeln!(
+                s,
+                "\ndifferential checks: {ok} of {} agree ({} known divergences)",
+                self.diffs.len() + self.known.len(),
+                self.known.len()
+            );
             for (scenario, what, result) in &self.diffs {
                 if let Err(diff) = result {
                     let _ = writeln!(s, "  DIFF {scenario}: {what}: {}", diff.replace('\n', "\n    "));
                 }
+            }
+        }
+        for (scenario, what, diff, reason) in &self.known {
+            let first = diff.lines().next().unwrap_or("");
+            let _ = writeln!(s, "  KNOWN {scenario}: {what} [{}]: {first}", why_tag(reason));
+        }
+        let mut whys: Vec<&str> = self
+            .cells
+            .iter()
+            .filter_map(
+                |c| if let Outcome::Known { why, .. } = &c.outcome { Some(why.as_str()) } else { None },
+            )
+            .chain(self.known.iter().map(|k| k.3.as_str()))
+            .collect();
+        whys.sort_unstable();
+        whys.dedup();
+        if !whys.is_empty() {
+            let _ = writeln!(s, "\nknown divergences (not failures):");
+            for why in whys {
+                let _ = writeln!(s, "  [{}] {why}", why_tag(why));
             }
         }
         if !reasons.is_empty() {
@@ -171,6 +221,9 @@ impl Report {
                         format!("\"result\":\"fail\",\"reason\":{}", q(reason))
                     }
                     Outcome::Unsupported(why) => format!("\"result\":\"unsupported\",\"reason\":{}", q(why)),
+                    Outcome::Known { reason, why, .. } => {
+                        format!("\"result\":\"known\",\"reason\":{},\"why\":{}", q(reason), q(why))
+                    }
                 };
                 format!(
                     "{{\"scenario\":{},\"backend\":{},{body}}}",
@@ -184,7 +237,7 @@ impl Report {
             .iter()
             .map(|(b, why)| format!("{{\"backend\":{},\"reason\":{}}}", q(&b.to_string()), q(why)))
             .collect();
-        let diffs: Vec<String> = self
+        let mut diffs: Vec<String> = self
             .diffs
             .iter()
             .map(|(sc, what, r)| {
@@ -195,6 +248,15 @@ impl Report {
                 format!("{{\"scenario\":{},\"check\":{},{result}}}", q(sc), q(what))
             })
             .collect();
+        diffs.extend(self.known.iter().map(|(sc, what, d, reason)| {
+            format!(
+                "{{\"scenario\":{},\"check\":{},\"agree\":false,\"known\":true,\"difference\":{},\"reason\":{}}}",
+                q(sc),
+                q(what),
+                q(d),
+                q(reason)
+            )
+        }));
         format!(
             "{{\"passed\":{},\"results\":[{}],\"differential\":[{}],\"skipped\":[{}]}}",
             !self.failed(),

@@ -8,7 +8,14 @@
 //! the guest continues, so host actions are ordered exactly with the guest's.
 //!
 //! Interrupts are taken only between operations (operations that log a value run with
-//! IF=0) and only while IF=1: after [`Op::Sti`], during [`Op::Wait`].
+//! IF=0) and only while IF=1: after [`Op::Sti`], during [`Op::Wait`]. NMIs are taken at the
+//! next VM entry whatever IF says: a scenario that raises one rings a doorbell
+//! ([`Op::Host`]) before it logs anything else, so every backend logs the NMI at the same
+//! place.
+//!
+//! Application processors either start directly in long mode with the boot vCPU
+//! ([`ApStart::Running`]) or wait for the boot vCPU's INIT and start-up IPIs
+//! ([`ApStart::WaitForSipi`]; the start-up vector must be [`SIPI_VECTOR`]).
 //!
 //! Scenarios also have a line-based text form ([`Scenario::to_text`], [`Scenario::parse`]),
 //! which is how a shrunk property-test divergence is printed and replayed
@@ -66,7 +73,8 @@ pub enum EoiPolicy {
 /// A host-side action, performed while the guest waits at its doorbell.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HostOp {
-    /// Drive IRQ line `irq` (0–15; GSI on the in-kernel irqchip) to `level`.
+    /// Drive IRQ line `irq` to `level`: GSI `irq` (0–23) as KVM's default routing has it, the
+    /// PIC's IRQ `irq` (0–15) and IOAPIC pin `irq` (0–23).
     SetIrq {
         /// Line number.
         irq: u8,
@@ -82,6 +90,10 @@ pub enum HostOp {
     /// Set the guest's virtual TSC to this value (a host write of IA32_TSC: TSC_ADJUST
     /// unchanged). Needs a backend whose models own MSR 0x10.
     SetGuestTsc(u64),
+    /// Move the running guest to the other irqchip implementation (the `kvm-migrate` backend:
+    /// KVM's in-kernel irqchip state into the models and a `kvm-userspace` VM, or back); a
+    /// no-op on every other backend, so that the trace can be compared with theirs.
+    Migrate,
 }
 
 /// One operation of a program.
@@ -123,6 +135,9 @@ pub enum Op {
     Rdmsr(u32),
     /// `wrmsr`.
     Wrmsr(u32, u64),
+    /// `rdtsc`, then `wrmsr` of the TSC value plus this delta (a TSC deadline relative to
+    /// now; nothing is logged).
+    WrmsrTscDelta(u32, u64),
     /// `rdtsc`; the value is logged.
     Rdtsc,
     /// `sti`: pending interrupts are taken from the next operation on.
@@ -154,13 +169,16 @@ pub enum Op {
     Host(HostOp),
 }
 
-/// Which behaviour profile a backend's PIC has: Linux KVM's in-kernel PIC (the kernel itself,
-/// or vm-pic's `Quirks::KVM`) or the 8259A datasheet (`Quirks::DATASHEET`).
+/// Which behaviour profile a backend's models have: Linux KVM's in-kernel irqchip (the kernel
+/// itself, or each model's KVM profile) or the hardware documents: the 8259A and ICH IOxAPIC
+/// (version 0x20, with the EOI register) datasheets and the Intel SDM for the local APIC and
+/// the APIC bus. Backend names spell the second one `datasheet`; `sdm` is accepted as an
+/// alias on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Profile {
     /// KVM's behaviour.
     Kvm,
-    /// The datasheet's behaviour.
+    /// The datasheets' and the SDM's behaviour.
     Datasheet,
 }
 
@@ -173,6 +191,47 @@ impl Profile {
         }
     }
 
+    /// The IOAPIC of this profile: KVM's (version 0x11, no EOI register) or the ICH IOxAPIC
+    /// (version 0x20, EOI register at +0x40, datasheet behaviour otherwise).
+    pub fn ioapic_config(self) -> vm_apic::IoApicConfig {
+        match self {
+            Profile::Kvm => vm_apic::IoApicConfig::KVM,
+            Profile::Datasheet => vm_apic::IoApicConfig {
+                version: vm_apic::ioapic::Version::V20,
+                ..vm_apic::IoApicConfig::DATASHEET
+            },
+        }
+    }
+
+    /// The local APIC quirks of this profile.
+    pub fn lapic_quirks(self) -> vm_apic::lapic::Quirks {
+        match self {
+            Profile::Kvm => vm_apic::lapic::Quirks::KVM,
+            Profile::Datasheet => vm_apic::lapic::Quirks::SDM,
+        }
+    }
+
+    /// The APIC bus routing of this profile.
+    pub fn bus_quirks(self) -> vm_apic::bus::BusQuirks {
+        match self {
+            Profile::Kvm => vm_apic::bus::BusQuirks::KVM,
+            Profile::Datasheet => vm_apic::bus::BusQuirks::SDM,
+        }
+    }
+
+    /// Whether the local APICs advertise EOI-broadcast suppression (VERSION bit 24): only with
+    /// an IOAPIC that has the EOI register (KVM stops advertising it with its in-kernel
+    /// version-0x11 IOAPIC, `kvm_apic_set_version`).
+    pub fn directed_eoi(self) -> bool {
+        self == Profile::Datasheet
+    }
+
+    /// Whether the LAPIC models take SMIs: the SDM's processor has SMM; KVM on this machine
+    /// kind has none (no `KVM_CAP_X86_SMM`, see `kvm-host-notes.md`), so its LAPIC refuses them.
+    pub fn smm(self) -> bool {
+        self == Profile::Datasheet
+    }
+
     /// `kvm` or `datasheet`.
     pub fn name(self) -> &'static str {
         match self {
@@ -181,6 +240,44 @@ impl Profile {
         }
     }
 }
+
+/// An interrupt controller, for saying which device's profile an expectation follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The 8259A pair.
+    Pic,
+    /// The I/O APIC.
+    Ioapic,
+    /// The local APICs (and the APIC bus between them).
+    Lapic,
+}
+
+impl Device {
+    /// `pic`, `ioapic` or `lapic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Pic => "pic",
+            Device::Ioapic => "ioapic",
+            Device::Lapic => "lapic",
+        }
+    }
+}
+
+/// How the application processors of a scenario start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ApStart {
+    /// Already running their programs in long mode when the boot vCPU starts (as if firmware
+    /// had brought them up).
+    #[default]
+    Running,
+    /// Waiting for INIT and a start-up IPI with vector [`SIPI_VECTOR`] from the boot vCPU: the
+    /// start-up IPI enters a real-mode trampoline at `SIPI_VECTOR << 12` that rings a doorbell,
+    /// and the host then puts the AP in long mode at its program.
+    WaitForSipi,
+}
+
+/// The start-up IPI vector of [`ApStart::WaitForSipi`] scenarios (trampoline at 0x9000).
+pub const SIPI_VECTOR: u8 = 0x09;
 
 /// One expected log entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -210,6 +307,14 @@ pub struct Needs {
     pub pit: bool,
     /// Uses more than one vCPU.
     pub smp: bool,
+    /// The APs wait for INIT/SIPI.
+    pub sipi: bool,
+    /// Moves the guest between backends ([`HostOp::Migrate`]).
+    pub migrate: bool,
+    /// Reads the LAPIC version register or sets SVR bit 12 (EOI-broadcast suppression), where
+    /// KVM's LAPIC in split mode differs from the kernel irqchip's: it advertises directed EOI
+    /// (VERSION bit 24) because the IOAPIC is in userspace.
+    pub directed_eoi: bool,
 }
 
 /// A named program with the trace it must produce.
@@ -223,13 +328,29 @@ pub struct Scenario {
     pub eoi: EoiPolicy,
     /// The boot vCPU's program (an [`Op`] list; END is implied after the last).
     pub ops: Vec<Op>,
-    /// Programs of the application processors, started directly in long mode.
+    /// Programs of the application processors.
     pub aps: Vec<Vec<Op>>,
+    /// How the application processors start.
+    pub ap_start: ApStart,
     /// The boot vCPU's expected log, on a backend with the KVM profile (`None`: the
     /// scenario is only compared between backends, e.g. a random one).
     pub expect: Option<Vec<Expect>>,
     /// The expected log on a datasheet-profile backend, where it differs.
     pub expect_datasheet: Option<Vec<Expect>>,
+    /// The APs' expected logs (KVM profile), AP 1 first; `None`: each AP logs exactly the
+    /// values of its [`Op::Record`]s.
+    pub expect_aps: Option<Vec<Vec<Expect>>>,
+    /// The APs' expected logs on a datasheet-profile backend, where they differ.
+    pub expect_aps_datasheet: Option<Vec<Vec<Expect>>>,
+    /// The devices whose datasheet profile the `*_datasheet` expectations describe (default:
+    /// the PIC). A backend whose profile for these devices is mixed (`kvm-split/datasheet` has
+    /// KVM's LAPIC) cannot be held to either expectation when it holds more than one.
+    pub datasheet_devices: Vec<Device>,
+    /// The trace observes a LAPIC interrupt while it is in service (ISR, PPR, or an IOAPIC
+    /// Remote IRR read before the guest's EOI). Where the in-kernel LAPIC ends interrupts at
+    /// delivery (a host quirk, [`crate::backend::host`]), such a scenario cannot match on the
+    /// in-kernel-LAPIC backends; the report says so.
+    pub observes_in_service: bool,
 }
 
 /// Where the scenario text form is malformed.
@@ -275,9 +396,68 @@ impl Scenario {
             eoi,
             ops,
             aps: Vec::new(),
+            ap_start: ApStart::Running,
             expect: None,
             expect_datasheet: None,
+            expect_aps: None,
+            expect_aps_datasheet: None,
+            datasheet_devices: vec![Device::Pic],
+            observes_in_service: false,
         }
+    }
+
+    /// Marks the scenario as observing interrupts in service (see
+    /// [`Scenario::observes_in_service`]).
+    pub fn observing_in_service(mut self) -> Self {
+        self.observes_in_service = true;
+        self
+    }
+
+    /// Adds an AP with `program` (AP n is vCPU n).
+    pub fn ap(mut self, program: Vec<Op>) -> Self {
+        self.aps.push(program);
+        self
+    }
+
+    /// Makes the APs wait for INIT/SIPI.
+    pub fn aps_wait_for_sipi(mut self) -> Self {
+        self.ap_start = ApStart::WaitForSipi;
+        self
+    }
+
+    /// Sets the APs' expected logs (both profiles).
+    pub fn expect_aps(mut self, expect: Vec<Vec<Expect>>) -> Self {
+        self.expect_aps = Some(expect);
+        self
+    }
+
+    /// Sets the APs' expected logs on datasheet-profile backends.
+    pub fn expect_aps_datasheet(mut self, expect: Vec<Vec<Expect>>) -> Self {
+        self.expect_aps_datasheet = Some(expect);
+        self
+    }
+
+    /// Says which devices' datasheet profiles the datasheet expectations describe.
+    pub fn datasheet_follows(mut self, devices: &[Device]) -> Self {
+        self.datasheet_devices = devices.to_vec();
+        self
+    }
+
+    /// AP `ap`'s (1-based) expected log for `profile`, if the scenario has one.
+    pub fn expected_ap(&self, profile: Profile, ap: usize) -> Option<&[Expect]> {
+        let index = ap.checked_sub(1)?;
+        let kvm = self.expect_aps.as_ref().and_then(|all| all.get(index)).map(Vec::as_slice);
+        match profile {
+            Profile::Datasheet => {
+                self.expect_aps_datasheet.as_ref().and_then(|all| all.get(index)).map(Vec::as_slice).or(kvm)
+            }
+            Profile::Kvm => kvm,
+        }
+    }
+
+    /// Whether the scenario has any datasheet-specific expectation.
+    pub fn has_datasheet_expectation(&self) -> bool {
+        self.expect_datasheet.is_some() || self.expect_aps_datasheet.is_some()
     }
 
     /// Sets the expected log (both profiles).
@@ -307,7 +487,11 @@ impl Scenario {
 
     /// What the scenario needs from a backend.
     pub fn needs(&self) -> Needs {
-        let mut needs = Needs { smp: !self.aps.is_empty(), ..Needs::default() };
+        let mut needs = Needs {
+            smp: !self.aps.is_empty(),
+            sipi: !self.aps.is_empty() && self.ap_start == ApStart::WaitForSipi,
+            ..Needs::default()
+        };
         let mut eoi = vec![self.eoi];
         for op in self.programs().flatten() {
             match op {
@@ -316,13 +500,21 @@ impl Scenario {
                     needs.lapic |= addr & !0xFFF == LAPIC_PAGE;
                     needs.ioapic |= addr & !0xFFF == IOAPIC_PAGE;
                 }
-                Op::Rdmsr(msr) | Op::Wrmsr(msr, _) => {
+                Op::Rdmsr(msr) | Op::Wrmsr(msr, _) | Op::WrmsrTscDelta(msr, _) => {
                     needs.virtual_tsc |= matches!(msr, 0x10 | 0x3B);
                     needs.lapic |= matches!(msr, 0x1B | 0x6E0 | 0x800..=0x8FF);
+                }
+                _ => {}
+            }
+            match op {
+                Op::MmioRead { addr: 0xFEE0_0030, .. } | Op::Rdmsr(0x803) => needs.directed_eoi = true,
+                Op::MmioWrite { addr: 0xFEE0_00F0, value, .. } | Op::Wrmsr(0x80F, value) => {
+                    needs.directed_eoi |= value & 0x1000 != 0
                 }
                 Op::WriteCr8(_) | Op::ReadCr8 => needs.lapic = true,
                 Op::SetEoi(policy) => eoi.push(*policy),
                 Op::Host(HostOp::SetGuestTsc(_)) => needs.virtual_tsc = true,
+                Op::Host(HostOp::Migrate) => needs.migrate = true,
                 _ => {}
             }
         }
@@ -354,8 +546,8 @@ impl Scenario {
                         return bad("a loop must jump back and run at least once")
                     }
                     Op::Spin(0) => return bad("spin count must be at least 1"),
-                    Op::Host(HostOp::SetIrq { irq, .. } | HostOp::PulseIrq(irq)) if *irq > 15 => {
-                        return bad("IRQ lines are 0-15")
+                    Op::Host(HostOp::SetIrq { irq, .. } | HostOp::PulseIrq(irq)) if *irq > 23 => {
+                        return bad("IRQ lines are 0-23")
                     }
                     _ => {}
                 }
@@ -372,6 +564,16 @@ impl Scenario {
             let _ = writeln!(s, "# {}", self.description);
         }
         let _ = writeln!(s, "eoi {}", eoi_text(self.eoi));
+        if self.ap_start == ApStart::WaitForSipi {
+            let _ = writeln!(s, "ap-start sipi");
+        }
+        if self.observes_in_service {
+            let _ = writeln!(s, "observes-in-service");
+        }
+        if self.datasheet_devices != [Device::Pic] {
+            let names: Vec<&str> = self.datasheet_devices.iter().map(|d| d.name()).collect();
+            let _ = writeln!(s, "datasheet-follows {}", names.join(" "));
+        }
         for (cpu, program) in self.programs().enumerate() {
             if cpu > 0 {
                 let _ = writeln!(s, "ap");
@@ -384,6 +586,14 @@ impl Scenario {
             if let Some(expect) = expect {
                 let items: Vec<String> = expect.iter().map(expect_text).collect();
                 let _ = writeln!(s, "{keyword} {}", items.join(" "));
+            }
+        }
+        for (keyword, expect) in
+            [("expect-ap", &self.expect_aps), ("expect-ap-datasheet", &self.expect_aps_datasheet)]
+        {
+            for (i, ap) in expect.iter().flatten().enumerate() {
+                let items: Vec<String> = ap.iter().map(expect_text).collect();
+                let _ = writeln!(s, "{keyword} {} {}", i + 1, items.join(" "));
             }
         }
         s
@@ -400,8 +610,11 @@ impl Scenario {
     /// rdmsr MSR   wrmsr MSR VALUE   rdtsc   sti   cli   wait   cr8-write V   cr8-read
     /// record V   spin N   ud2   set-eoi POLICY...   loop TARGET COUNT
     /// host irq IRQ 0|1   host pulse IRQ   host sleep NS   host snapshot LABEL   host tsc VALUE
+    /// wrmsr-tsc-delta MSR DELTA   host migrate
     /// ap                              (the following operations are the next AP's program)
+    /// ap-start running|sipi           datasheet-follows pic|ioapic|lapic...   observes-in-service
     /// expect ITEM...   expect-datasheet ITEM...   ITEM = irq:V exc:V nmi val:V val:LO..HI
+    /// expect-ap N ITEM...   expect-ap-datasheet N ITEM...   (N: the AP, 1-based)
     /// ```
     ///
     /// Numbers are decimal or 0x-prefixed hexadecimal.
@@ -429,6 +642,41 @@ impl Scenario {
                 "ap" => {
                     scenario.aps.push(Vec::new());
                     program += 1;
+                }
+                "observes-in-service" => scenario.observes_in_service = true,
+                "ap-start" => {
+                    scenario.ap_start = match args.first().copied() {
+                        Some("running") => ApStart::Running,
+                        Some("sipi") => ApStart::WaitForSipi,
+                        other => return Err(err(format!("unknown AP start {other:?}"))),
+                    }
+                }
+                "datasheet-follows" => {
+                    scenario.datasheet_devices = args
+                        .iter()
+                        .map(|a| match *a {
+                            "pic" => Ok(Device::Pic),
+                            "ioapic" => Ok(Device::Ioapic),
+                            "lapic" => Ok(Device::Lapic),
+                            other => Err(err(format!("unknown device `{other}`"))),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "expect-ap" | "expect-ap-datasheet" => {
+                    let (n, items) = args.split_first().ok_or_else(|| err("missing AP number".into()))?;
+                    let n: usize = narrow(n).map_err(err)?;
+                    let items =
+                        items.iter().map(|a| parse_expect(a)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                    let slot = if keyword == "expect-ap" {
+                        &mut scenario.expect_aps
+                    } else {
+                        &mut scenario.expect_aps_datasheet
+                    };
+                    let all = slot.get_or_insert_with(Vec::new);
+                    if n == 0 || n != all.len() + 1 {
+                        return Err(err(format!("{keyword} {n}: APs are numbered 1, 2, ... in order")));
+                    }
+                    all.push(items);
                 }
                 "expect" | "expect-datasheet" => {
                     let items =
@@ -471,6 +719,7 @@ fn op_text(op: &Op) -> String {
         }
         Op::Rdmsr(msr) => format!("rdmsr {msr:#x}"),
         Op::Wrmsr(msr, value) => format!("wrmsr {msr:#x} {value:#x}"),
+        Op::WrmsrTscDelta(msr, delta) => format!("wrmsr-tsc-delta {msr:#x} {delta:#x}"),
         Op::Rdtsc => "rdtsc".into(),
         Op::Sti => "sti".into(),
         Op::Cli => "cli".into(),
@@ -487,6 +736,7 @@ fn op_text(op: &Op) -> String {
         Op::Host(HostOp::Sleep(ns)) => format!("host sleep {ns}"),
         Op::Host(HostOp::Snapshot(label)) => format!("host snapshot {label}"),
         Op::Host(HostOp::SetGuestTsc(v)) => format!("host tsc {v:#x}"),
+        Op::Host(HostOp::Migrate) => "host migrate".into(),
     }
 }
 
@@ -563,6 +813,7 @@ fn parse_op(keyword: &str, args: &[&str]) -> Result<Op, String> {
         },
         "rdmsr" => Op::Rdmsr(narrow(a(0, "MSR")?)?),
         "wrmsr" => Op::Wrmsr(narrow(a(0, "MSR")?)?, number(a(1, "value")?)?),
+        "wrmsr-tsc-delta" => Op::WrmsrTscDelta(narrow(a(0, "MSR")?)?, number(a(1, "delta")?)?),
         "rdtsc" => Op::Rdtsc,
         "sti" => Op::Sti,
         "cli" => Op::Cli,
@@ -582,6 +833,7 @@ fn parse_op(keyword: &str, args: &[&str]) -> Result<Op, String> {
             "sleep" => Op::Host(HostOp::Sleep(number(a(1, "ns")?)?)),
             "snapshot" => Op::Host(HostOp::Snapshot(a(1, "label")?.to_string())),
             "tsc" => Op::Host(HostOp::SetGuestTsc(number(a(1, "value")?)?)),
+            "migrate" => Op::Host(HostOp::Migrate),
             other => return Err(format!("unknown host action `{other}`")),
         },
         other => return Err(format!("unknown operation `{other}`")),
@@ -602,6 +854,7 @@ mod tests {
             Op::MmioWrite { addr: 0xFEC0_0000, wide: true, value: 0x10 },
             Op::Rdmsr(0x10),
             Op::Wrmsr(0x3B, 1 << 40),
+            Op::WrmsrTscDelta(0x6E0, 2_000_000),
             Op::Rdtsc,
             Op::Sti,
             Op::Cli,
@@ -618,11 +871,19 @@ mod tests {
             Op::Host(HostOp::Sleep(1000)),
             Op::Host(HostOp::Snapshot("end".into())),
             Op::Host(HostOp::SetGuestTsc(5)),
+            Op::Host(HostOp::Migrate),
         ];
         let mut scenario = Scenario::new("all-ops", "every operation once", EoiPolicy::X2apicMsr, ops)
             .expect(vec![Expect::Irq(0x30), Expect::Exception(13), Expect::Nmi, Expect::Value(1)])
             .expect_datasheet(vec![Expect::ValueIn(1, 9)]);
         scenario.aps.push(vec![Op::Record(1)]);
+        assert_eq!(Scenario::parse(&scenario.to_text()).unwrap(), scenario);
+        let scenario = scenario
+            .aps_wait_for_sipi()
+            .datasheet_follows(&[Device::Lapic, Device::Ioapic])
+            .observing_in_service()
+            .expect_aps(vec![vec![Expect::Irq(0x70), Expect::Value(1)]])
+            .expect_aps_datasheet(vec![vec![Expect::Nmi]]);
         assert_eq!(Scenario::parse(&scenario.to_text()).unwrap(), scenario);
     }
 
@@ -640,6 +901,10 @@ mod tests {
     fn needs_follow_from_the_operations() {
         let s = Scenario::new("n", "", EoiPolicy::None, vec![Op::Rdmsr(0x10), Op::ReadCr8]);
         assert_eq!(s.needs(), Needs { virtual_tsc: true, lapic: true, ..Needs::default() });
+        let s = Scenario::new("n", "", EoiPolicy::None, vec![Op::Host(HostOp::Migrate)])
+            .ap(vec![Op::Wait])
+            .aps_wait_for_sipi();
+        assert_eq!(s.needs(), Needs { smp: true, sipi: true, migrate: true, ..Needs::default() });
         let s = Scenario::new(
             "n",
             "",

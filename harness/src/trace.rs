@@ -44,11 +44,11 @@ pub struct Snapshot {
     /// PIC master and slave as `kvm_pic_state` bytes (KVM_GET_IRQCHIP chips 0 and 1, or the
     /// model's `PicState::to_kvm`).
     pub pic: Option<[[u8; 16]; 2]>,
-    /// The IOAPIC as `kvm_ioapic_state` bytes (KVM_GET_IRQCHIP chip 2; the IOAPIC model's
-    /// conversion once vm-apic has one).
+    /// The IOAPIC as the 216 `kvm_ioapic_state` bytes (KVM_GET_IRQCHIP chip 2, or the model's
+    /// state through [`ioapic_state_bytes`]).
     pub ioapic: Option<Vec<u8>>,
     /// The snapshotting vCPU's LAPIC as the 1 KiB `kvm_lapic_state` (KVM_GET_LAPIC, or the
-    /// LAPIC model's conversion once vm-apic has one).
+    /// LAPIC model's `to_kvm` at the time of the snapshot).
     pub lapic: Option<Vec<u8>>,
 }
 
@@ -173,9 +173,10 @@ impl Trace {
     }
 }
 
-/// Whether the value `op` logs depends on when it runs.
+/// Whether the value `op` logs depends on when it runs: the TSC, the TSC MSRs, the LAPIC
+/// timer's current count (xAPIC 0xFEE00390, x2APIC MSR 0x839).
 fn reads_time(op: &Op) -> bool {
-    matches!(op, Op::Rdtsc | Op::Rdmsr(0x10 | 0x3B))
+    matches!(op, Op::Rdtsc | Op::Rdmsr(0x10 | 0x3B | 0x839) | Op::MmioRead { addr: 0xFEE0_0390, .. })
 }
 
 impl fmt::Display for Event {
@@ -262,6 +263,134 @@ pub fn pic_difference(a: &[[u8; 16]; 2], b: &[[u8; 16]; 2]) -> Vec<String> {
         for (field, (p, q)) in PIC_FIELDS.iter().zip(x.iter().zip(y.iter())) {
             if p != q {
                 out.push(format!("{chip}.{field}: {p:#04x} vs {q:#04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The `kvm_ioapic_state` bytes of an IOAPIC model's state (little-endian uAPI layout:
+/// `base_address` u64, `ioregsel`, `id` (unshifted), `irr` (asserted lines minus delivered
+/// edges), `pad` u32 each, then 24 raw 64-bit redirection entries), the same bytes as vm-apic's
+/// `IoApicState::to_kvm_bytes` but available on every host.
+pub fn ioapic_state_bytes(state: &vm_apic::IoApicState) -> [u8; IOAPIC_STATE_SIZE] {
+    let mut bytes = [0u8; IOAPIC_STATE_SIZE];
+    bytes[0..8].copy_from_slice(&state.base_address.to_le_bytes());
+    bytes[8..12].copy_from_slice(&u32::from(state.ioregsel).to_le_bytes());
+    bytes[12..16].copy_from_slice(&u32::from(state.id).to_le_bytes());
+    bytes[16..20].copy_from_slice(&state.kvm_irr().to_le_bytes());
+    for (pin, entry) in state.redirtbl.iter().enumerate() {
+        bytes[24 + 8 * pin..32 + 8 * pin].copy_from_slice(&entry.0.to_le_bytes());
+    }
+    bytes
+}
+
+/// `size_of::<kvm_ioapic_state>()`.
+pub const IOAPIC_STATE_SIZE: usize = 216;
+
+fn le(bytes: &[u8], at: usize, len: usize) -> u64 {
+    bytes.get(at..at + len).map_or(0, |b| b.iter().rev().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+}
+
+/// Describes every field that differs between two `kvm_ioapic_state` snapshots.
+pub fn ioapic_difference(a: &[u8], b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.len() != b.len() {
+        out.push(format!("size {} vs {}", a.len(), b.len()));
+        return out;
+    }
+    for (name, at, len) in
+        [("base_address", 0, 8), ("ioregsel", 8, 4), ("id", 12, 4), ("irr", 16, 4), ("pad", 20, 4)]
+    {
+        let (x, y) = (le(a, at, len), le(b, at, len));
+        if x != y {
+            out.push(format!("ioapic.{name}: {x:#x} vs {y:#x}"));
+        }
+    }
+    for pin in 0..24 {
+        let (x, y) = (le(a, 24 + 8 * pin, 8), le(b, 24 + 8 * pin, 8));
+        if x != y {
+            out.push(format!("ioapic.redirtbl[{pin}]: {x:#018x} vs {y:#018x}"));
+        }
+    }
+    out
+}
+
+/// The name of the `kvm_lapic_state` register at `offset` (a 16-byte slot).
+pub fn lapic_register_name(offset: usize) -> String {
+    let fixed = match offset {
+        0x020 => "ID",
+        0x030 => "VERSION",
+        0x080 => "TPR",
+        0x090 => "APR",
+        0x0A0 => "PPR",
+        0x0B0 => "EOI",
+        0x0C0 => "RRD",
+        0x0D0 => "LDR",
+        0x0E0 => "DFR",
+        0x0F0 => "SVR",
+        0x280 => "ESR",
+        0x2F0 => "LVT_CMCI",
+        0x300 => "ICR",
+        0x310 => "ICR2",
+        0x320 => "LVT_TIMER",
+        0x330 => "LVT_THERMAL",
+        0x340 => "LVT_PERF",
+        0x350 => "LVT_LINT0",
+        0x360 => "LVT_LINT1",
+        0x370 => "LVT_ERROR",
+        0x380 => "TMICT",
+        0x390 => "TMCCT",
+        0x3E0 => "TDCR",
+        0x3F0 => "SELF_IPI",
+        _ => "",
+    };
+    match offset {
+        _ if !fixed.is_empty() => fixed.to_string(),
+        0x100..=0x170 => format!("ISR{}", (offset - 0x100) >> 4),
+        0x180..=0x1F0 => format!("TMR{}", (offset - 0x180) >> 4),
+        0x200..=0x270 => format!("IRR{}", (offset - 0x200) >> 4),
+        _ => format!("slot {offset:#05x}"),
+    }
+}
+
+/// Offset of the timer current count in `kvm_lapic_state`.
+pub const LAPIC_TMCCT: usize = 0x390;
+/// Offset of the version register in `kvm_lapic_state`.
+pub const LAPIC_VERSION: usize = 0x30;
+
+/// How two `kvm_lapic_state` pages may legitimately differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LapicTolerance {
+    /// VERSION bits not compared: bit 24 (EOI-broadcast suppression) when one side is KVM's
+    /// LAPIC in split mode, which advertises it (`kvm_apic_set_version`: x2APIC in CPUID and
+    /// no in-kernel IOAPIC) while the kernel-irqchip reference does not.
+    pub version_ignore: u32,
+}
+
+/// Describes every register that differs between two `kvm_lapic_state` pages, by name. The
+/// timer current count (TMCCT) depends on when each snapshot was taken, so it is compared only
+/// for being zero or not (a one-shot that expired, a stopped timer, TSC-deadline mode read 0).
+pub fn lapic_difference(a: &[u8], b: &[u8], tolerance: LapicTolerance) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.len() != b.len() {
+        out.push(format!("size {} vs {}", a.len(), b.len()));
+        return out;
+    }
+    for slot in (0..a.len()).step_by(16) {
+        let (mut x, mut y) = (le(a, slot, 8) as u128 | (le(a, slot + 8, 8) as u128) << 64, 0u128);
+        y |= le(b, slot, 8) as u128 | (le(b, slot + 8, 8) as u128) << 64;
+        if slot == LAPIC_VERSION {
+            x &= !u128::from(tolerance.version_ignore);
+            y &= !u128::from(tolerance.version_ignore);
+        }
+        let same = if slot == LAPIC_TMCCT { (x == 0) == (y == 0) } else { x == y };
+        if !same {
+            let name = lapic_register_name(slot);
+            if slot == LAPIC_TMCCT {
+                out.push(format!("lapic.{name}: {x:#x} vs {y:#x} (compared as zero/non-zero)"));
+            } else {
+                out.push(format!("lapic.{name}: {x:#x} vs {y:#x}"));
             }
         }
     }

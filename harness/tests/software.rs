@@ -3,7 +3,7 @@
 
 use irq_harness::backend::software::Software;
 use irq_harness::backend::{Backend, RunOptions};
-use irq_harness::scenario::{Expect, Op, Profile, Scenario};
+use irq_harness::scenario::{EoiPolicy, Expect, Op, Profile, Scenario};
 use irq_harness::scenarios::{self, inb, line, linux_init, out, pulse, PIC_EOI};
 
 #[test]
@@ -15,9 +15,16 @@ fn every_builtin_scenario_produces_its_trace_on_both_profiles() {
             let out = backend
                 .run(&scenario, &RunOptions::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
-            let expect = scenario.expected(profile).expect("built-in scenarios have expectations");
-            if let Err(e) = out.traces[0].check(expect) {
-                panic!("{} on {profile:?}: {e}", scenario.name);
+            assert!(scenario.expected(profile).is_some(), "built-in scenarios have expectations");
+            let known = irq_harness::diff::known_divergence(&scenario.name, backend.id());
+            match (irq_harness::diff::check(&scenario, profile, &out), known) {
+                (Ok(()), None) => {}
+                // A documented model divergence from KVM: the expectation is KVM's.
+                (Err(_), Some(_)) => {}
+                (Ok(()), Some(k)) => {
+                    panic!("{} on {profile:?} no longer diverges: {}", scenario.name, k.reason)
+                }
+                (Err(e), None) => panic!("{} on {profile:?}: {e}", scenario.name),
             }
         }
     }
@@ -83,8 +90,62 @@ fn an_unknown_port_is_a_reported_error_not_a_panic() {
 }
 
 #[test]
-fn lapic_scenarios_say_why_they_cannot_run_yet() {
-    let s = Scenario::new("lapic", "", irq_harness::scenario::EoiPolicy::LapicMmio, vec![Op::Wait]);
-    let why = Software::new(Profile::Kvm).supports(&s).unwrap_err();
-    assert!(why.0.contains("vm-apic"), "{}", why.0);
+fn the_periodic_lapic_timer_fires_every_two_ms_of_virtual_time() {
+    let scenario = scenarios::by_name("lapic-timer-periodic").unwrap();
+    for profile in [Profile::Kvm, Profile::Datasheet] {
+        let out = Software::new(profile).run(&scenario, &RunOptions::default()).unwrap();
+        let times = &out.traces[0].irq_times_ns;
+        assert_eq!(times.len(), 3);
+        for pair in times.windows(2) {
+            // 2_000_000 bus ticks at 1 GHz, counted against a 2.596132 GHz TSC: 2 ms, to the
+            // nanosecond the TSC grid allows.
+            assert!((1_999_999..=2_000_001).contains(&(pair[1] - pair[0])), "{pair:?}");
+        }
+    }
+}
+
+#[test]
+fn an_ioapic_level_interrupt_to_a_software_disabled_lapic_is_dropped_and_leaves_remote_irr_clear_on_kvm() {
+    use irq_harness::scenarios::apic::{ioapic_read, ioreg, route, rte};
+    let mut ops = linux_init();
+    ops.extend([out(0x21, 0xFF), out(0xA1, 0xFF)]); // the LAPIC stays software-disabled
+    ops.extend(route(18, rte::LEVEL | 0x72));
+    ops.push(line(18, true));
+    ops.extend(ioapic_read(ioreg::low(18)));
+    let scenario = Scenario::new("disabled", "", EoiPolicy::None, ops);
+    let kvm = Software::new(Profile::Kvm).run(&scenario, &RunOptions::default()).unwrap();
+    let sdm = Software::new(Profile::Datasheet).run(&scenario, &RunOptions::default()).unwrap();
+    // KVM sets Remote IRR only when a LAPIC accepted the message; the datasheet always.
+    assert_eq!(kvm.traces[0].summary(), "val:0x8072");
+    assert_eq!(sdm.traces[0].summary(), "val:0xc072");
+}
+
+#[test]
+fn two_vcpus_take_turns_and_each_logs_its_own_interrupts() {
+    let scenario = scenarios::by_name("smp-ipi-broadcast").unwrap();
+    let out = Software::new(Profile::Kvm).run(&scenario, &RunOptions::default()).unwrap();
+    assert_eq!(out.traces[0].summary(), "irq:0x7f irq:0x7e irq:0x7d irq:0x7c irq:0x7b irq:0x7a");
+    assert_eq!(out.traces[1].summary(), "irq:0x6f irq:0x7d irq:0x7b");
+}
+
+#[test]
+fn a_start_up_ipi_with_another_vector_is_a_reported_error() {
+    use irq_harness::scenarios::apic::{icr, ipi, lapic_enable, lapic_write, reg};
+    let mut ops = vec![lapic_enable()];
+    ops.extend(ipi(1, icr::INIT | icr::ASSERT));
+    ops.push(lapic_write(reg::ICR, icr::STARTUP | icr::ASSERT | 0x10)); // vector 0x10
+    let scenario =
+        Scenario::new("bad-sipi", "", EoiPolicy::None, ops).ap(vec![Op::Record(1)]).aps_wait_for_sipi();
+    let err = Software::new(Profile::Kvm).run(&scenario, &RunOptions::default()).unwrap_err();
+    assert!(err.message.contains("vector 0x10"), "{err}");
+}
+
+#[test]
+fn an_ap_that_never_gets_its_start_up_ipi_is_a_lost_interrupt() {
+    let scenario = Scenario::new("no-sipi", "", EoiPolicy::None, vec![Op::Record(1)])
+        .ap(vec![Op::Record(2)])
+        .aps_wait_for_sipi();
+    let err = Software::new(Profile::Kvm).run(&scenario, &RunOptions::default()).unwrap_err();
+    assert!(err.message.contains("vCPU 1 waits for its start-up IPI"), "{err}");
+    assert_eq!(err.partial[0].summary(), "val:0x1");
 }

@@ -55,9 +55,12 @@ fn physical_destination_reaches_the_apic_with_that_id() {
     let bus = ApicBus::default();
     assert_eq!(delivered(bus, &mut apics, &msg(0x30, DestinationMode::Physical, 2), None), [2]);
     assert_eq!(pending(&apics), [None, None, Some(0x30), None]);
-    // No such APIC: nobody, and the delivery says so.
+    // No such APIC: nobody, and the delivery says so (KVM's fast path answers 0).
     let d = bus.deliver(&mut apics, &msg(0x31, DestinationMode::Physical, 9), None).unwrap();
     assert!(d.accepted.is_empty() && d.no_destination);
+    assert_eq!(d.kvm_result, 0);
+    let d = bus.deliver(&mut apics, &msg(0x32, DestinationMode::Physical, 1), None).unwrap();
+    assert_eq!(d.kvm_result, 1);
 }
 
 #[test]
@@ -220,6 +223,29 @@ fn kvm_hashes_the_vector_over_the_candidates() {
         ..msg(0x60, DestinationMode::Logical, 0xFF)
     };
     assert_eq!(delivered(bus, &mut apics, &irq, None), [[1, 2][0x60 % 2]]);
+}
+
+#[test]
+fn kvm_result_is_minus_one_when_its_slow_path_addresses_nobody() {
+    // A lowest-priority broadcast with no software-enabled candidate: KVM's slow path finds
+    // nobody (-1), so its IOAPIC keeps Remote IRR of a level entry.
+    let mut apics = apics(&[0, 1], Quirks::KVM);
+    for apic in &mut apics {
+        write(apic, regs::SVR, 0xFF);
+    }
+    let irq = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x30, DestinationMode::Logical, 0xFF)
+    };
+    let d = ApicBus::new(BusQuirks::KVM).deliver(&mut apics, &irq, None).unwrap();
+    assert!(d.no_destination);
+    assert_eq!(d.kvm_result, -1);
+    // A fixed broadcast to software-disabled APICs addresses them, none takes it: 0.
+    let d = ApicBus::new(BusQuirks::KVM)
+        .deliver(&mut apics, &msg(0x31, DestinationMode::Physical, 0xFF), None)
+        .unwrap();
+    assert!(!d.no_destination);
+    assert_eq!(d.kvm_result, 0);
 }
 
 #[test]

@@ -116,11 +116,14 @@ pub struct LapicConfig {
     pub directed_eoi: bool,
     /// MAXPHYADDR: IA32_APIC_BASE bits from here up are reserved.
     pub phys_addr_bits: u8,
+    /// The processor has system-management mode, so SMI messages are taken. KVM without SMM
+    /// support (no `KVM_CAP_X86_SMM`) refuses them.
+    pub smm: bool,
 }
 
 impl Default for LapicConfig {
     /// The BSP with APIC ID 0, SDM profile, a 1 GHz bus against a 1 GHz `now`, the guest TSC
-    /// equal to `now`, x2APIC and TSC-deadline supported, no CMCI, no directed EOI, 46
+    /// equal to `now`, x2APIC, TSC-deadline and SMM supported, no CMCI, no directed EOI, 46
     /// physical address bits.
     fn default() -> Self {
         LapicConfig {
@@ -134,6 +137,7 @@ impl Default for LapicConfig {
             cmci: false,
             directed_eoi: false,
             phys_addr_bits: 46,
+            smm: true,
         }
     }
 }
@@ -386,8 +390,10 @@ impl LocalApic {
     /// * fixed and lowest priority: set in IRR (coalescing with a pending one) and in TMR for
     ///   level (cleared for edge); refused by a software-disabled APIC, for a level de-assert,
     ///   and (SDM profile) for vectors 0–15, which record ESR "receive illegal vector";
-    /// * NMI, SMI, INIT: latched in [`PendingEvents`] (an INIT level de-assert is ignored);
-    /// * start-up: latched only while waiting for one (after INIT), else ignored;
+    /// * NMI, SMI, INIT: latched in [`PendingEvents`] (an INIT level de-assert is ignored; an
+    ///   SMI is refused without [`LapicConfig::smm`]);
+    /// * start-up: taken, and latched only while the processor waits for one (after INIT), else
+    ///   dropped by the processor (the APIC still accepted the message, as KVM reports it);
     /// * ExtINT: latched (KVM profile: ignored); remote read: ignored.
     ///
     /// A globally disabled APIC takes nothing.
@@ -409,8 +415,8 @@ impl LocalApic {
                 true
             }
             DeliveryMode::Smi => {
-                events.smi = true;
-                true
+                events.smi |= self.config.smm;
+                self.config.smm
             }
             DeliveryMode::Init => {
                 if irq.trigger_mode == TriggerMode::Level && !irq.level {
@@ -425,10 +431,8 @@ impl LocalApic {
                 let bsp = self.state.apic_base & ApicBase::BSP.bits() != 0;
                 if self.state.wait_for_sipi || (events.init && !bsp) {
                     events.sipi = Some(irq.vector);
-                    true
-                } else {
-                    false
                 }
+                true
             }
             DeliveryMode::ExtInt => {
                 if self.config.quirks.contains(Quirks::EXTINT_MESSAGE_IGNORED) {

@@ -653,7 +653,9 @@ fn message(mode: DeliveryMode, vector: u8) -> Interrupt {
 fn init_then_sipi_starts_an_ap_once() {
     let mut ap = LocalApic::new(LapicConfig { id: 1, bsp: false, ..LapicConfig::default() });
     write(&mut ap, SVR, SVR_ENABLED);
-    assert!(!ap.accept(&message(DeliveryMode::StartUp, 0x20)), "no SIPI before INIT");
+    // A SIPI before INIT is accepted by the APIC and dropped by the processor.
+    assert!(ap.accept(&message(DeliveryMode::StartUp, 0x20)));
+    assert_eq!(ap.take_events().sipi, None, "no SIPI before INIT");
     assert!(ap.accept(&message(DeliveryMode::Init, 0)));
     // The SIPI can arrive before the VMM processed the INIT.
     assert!(ap.accept(&message(DeliveryMode::StartUp, 0x20)));
@@ -662,7 +664,8 @@ fn init_then_sipi_starts_an_ap_once() {
     ap.init();
     assert!(ap.state().wait_for_sipi);
     ap.sipi_taken();
-    assert!(!ap.accept(&message(DeliveryMode::StartUp, 0x30)), "a second SIPI is ignored");
+    assert!(ap.accept(&message(DeliveryMode::StartUp, 0x30)));
+    assert_eq!(ap.take_events().sipi, None, "a second SIPI is ignored");
 }
 
 #[test]
@@ -698,6 +701,9 @@ fn nmi_smi_and_extint_messages_are_latched_as_events() {
     assert!(!apic.take_events().any());
     let mut kvm = enabled(Quirks::KVM);
     assert!(!kvm.accept(&message(DeliveryMode::ExtInt, 0)), "KVM ignores ExtINT messages");
+    let mut no_smm = LocalApic::new(LapicConfig { smm: false, ..LapicConfig::default() });
+    assert!(!no_smm.accept(&message(DeliveryMode::Smi, 0)), "without SMM an SMI is refused");
+    assert!(!no_smm.take_events().smi);
 }
 
 #[test]

@@ -3,13 +3,18 @@
 //!
 //! | backend | PIC | PIT | LAPIC | IOAPIC | TSC MSRs |
 //! |---|---|---|---|---|---|
-//! | `software/{kvm,datasheet}` | vm-pic | vm-timer | (vm-apic) | (vm-apic) | vm-timer |
-//! | `kvm-userspace/{kvm,datasheet}` | vm-pic | vm-timer | (vm-apic) | (vm-apic) | vm-timer (MSR filter) |
-//! | `kvm-split/{kvm,datasheet}` | vm-pic (ExtINT) | vm-timer | KVM | (vm-apic, KVM_SIGNAL_MSI) | KVM |
+//! | `software/{kvm,datasheet}` | vm-pic | vm-timer | vm-apic | vm-apic | vm-timer |
+//! | `kvm-userspace/{kvm,datasheet}` | vm-pic | vm-timer | vm-apic (MMIO, x2APIC MSRs, MSR filter) | vm-apic | vm-timer (MSR filter) |
+//! | `kvm-split/{kvm,datasheet}` | vm-pic (ExtINT) | vm-timer | KVM | vm-apic (KVM_SIGNAL_MSI) | KVM |
 //! | `kvm-kernel` | KVM | KVM | KVM | KVM | KVM |
+//! | `kvm-migrate` | KVM ⇄ vm-pic | KVM ⇄ vm-timer | KVM ⇄ vm-apic | KVM ⇄ vm-apic | KVM |
 //!
-//! Entries in parentheses are where `vm-apic` plugs in ([`crate::irqchip::Irqchip`]).
+//! The `datasheet` profile is the hardware documents' (8259A, ICH IOxAPIC version 0x20, the
+//! SDM's LAPIC and APIC bus); `sdm` is accepted as its alias (`kvm-userspace/sdm`).
+//! `kvm-migrate` starts on `kvm-kernel` and moves the running guest to `kvm-userspace/kvm` and
+//! back at every [`crate::scenario::HostOp::Migrate`].
 
+pub mod host;
 pub mod software;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -18,7 +23,7 @@ pub mod kvm;
 use std::fmt;
 use std::time::Duration;
 
-use crate::scenario::{Profile, Scenario};
+use crate::scenario::{Device, Profile, Scenario};
 use crate::trace::Trace;
 
 /// Which backend, with its PIC profile.
@@ -32,11 +37,13 @@ pub enum BackendId {
     KvmSplit(Profile),
     /// Everything in KVM: the reference.
     KvmKernel,
+    /// `kvm-kernel`, moved to `kvm-userspace/kvm` and back at every migration point.
+    KvmMigrate,
 }
 
 impl BackendId {
     /// Every backend, in table order.
-    pub const ALL: [BackendId; 7] = [
+    pub const ALL: [BackendId; 8] = [
         BackendId::Software(Profile::Kvm),
         BackendId::Software(Profile::Datasheet),
         BackendId::KvmUserspace(Profile::Kvm),
@@ -44,13 +51,48 @@ impl BackendId {
         BackendId::KvmSplit(Profile::Kvm),
         BackendId::KvmSplit(Profile::Datasheet),
         BackendId::KvmKernel,
+        BackendId::KvmMigrate,
     ];
 
-    /// The PIC behaviour profile.
+    /// The behaviour profile of its models (KVM's for the in-kernel ones).
     pub fn profile(self) -> Profile {
         match self {
             BackendId::Software(p) | BackendId::KvmUserspace(p) | BackendId::KvmSplit(p) => p,
-            BackendId::KvmKernel => Profile::Kvm,
+            BackendId::KvmKernel | BackendId::KvmMigrate => Profile::Kvm,
+        }
+    }
+
+    /// The profile of one device: `kvm-split`'s LAPIC is KVM's whatever its PIC and IOAPIC
+    /// profile.
+    pub fn device_profile(self, device: Device) -> Profile {
+        match (self, device) {
+            (BackendId::KvmSplit(_), Device::Lapic) => Profile::Kvm,
+            _ => self.profile(),
+        }
+    }
+
+    /// Whether the LAPIC is one of our models (not KVM's).
+    pub fn models_lapic(self) -> bool {
+        matches!(self, BackendId::Software(_) | BackendId::KvmUserspace(_))
+    }
+
+    /// Which expectations of `scenario` this backend is held to: the profile its devices have
+    /// for the devices the scenario's datasheet expectation describes, or why neither applies
+    /// (their profiles are mixed on this backend).
+    pub fn profile_for(self, scenario: &Scenario) -> Result<Profile, Unsupported> {
+        if !scenario.has_datasheet_expectation() {
+            return Ok(self.profile());
+        }
+        let profiles: Vec<Profile> =
+            scenario.datasheet_devices.iter().map(|d| self.device_profile(*d)).collect();
+        match profiles.split_first() {
+            None => Ok(self.profile()),
+            Some((first, rest)) if rest.iter().all(|p| p == first) => Ok(*first),
+            Some(_) => Err(Unsupported(format!(
+                "its expectations follow the {} profiles together, and on {self} they differ (the LAPIC is KVM's, the other models are {})",
+                scenario.datasheet_devices.iter().map(|d| d.name()).collect::<Vec<_>>().join(" and "),
+                self.profile().name()
+            ))),
         }
     }
 
@@ -61,6 +103,7 @@ impl BackendId {
             BackendId::KvmUserspace(_) => "kvm-userspace",
             BackendId::KvmSplit(_) => "kvm-split",
             BackendId::KvmKernel => "kvm-kernel",
+            BackendId::KvmMigrate => "kvm-migrate",
         }
     }
 
@@ -69,21 +112,27 @@ impl BackendId {
         !matches!(self, BackendId::Software(_))
     }
 
-    /// Parses a name as printed by `Display` (`kvm-userspace/datasheet`, `kvm-kernel`, …).
+    /// Parses a name as printed by `Display` (`kvm-userspace/datasheet`, `kvm-kernel`, …;
+    /// `/sdm` for `/datasheet`).
     pub fn parse(name: &str) -> Option<BackendId> {
-        BackendId::ALL.into_iter().find(|id| id.to_string() == name)
+        BackendId::ALL
+            .into_iter()
+            .find(|id| id.matches(name) && id.to_string().contains('/') == name.contains('/'))
     }
 
-    /// Does `pattern` select this backend: its full name or its family.
+    /// Does `pattern` select this backend: its full name (`/sdm` for `/datasheet`) or its
+    /// family.
     pub fn matches(self, pattern: &str) -> bool {
-        self.to_string() == pattern || self.family() == pattern
+        let name = self.to_string();
+        let alias = name.strip_suffix("/datasheet").map(|family| format!("{family}/sdm"));
+        name == pattern || self.family() == pattern || alias.as_deref() == Some(pattern)
     }
 }
 
 impl fmt::Display for BackendId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackendId::KvmKernel => f.write_str("kvm-kernel"),
+            BackendId::KvmKernel | BackendId::KvmMigrate => f.write_str(self.family()),
             other => write!(f, "{}/{}", other.family(), other.profile().name()),
         }
     }
@@ -106,6 +155,8 @@ pub struct Stats {
     pub vcpu_time: Duration,
     /// Part of `vcpu_time` spent inside our models (exit decoding excluded).
     pub model_time: Duration,
+    /// Times the guest was moved between irqchips (`kvm-migrate`).
+    pub migrations: u32,
 }
 
 /// The result of a run: each vCPU's trace and the counters.

@@ -5,6 +5,7 @@
 //! GPA 0x0000_1000  GDT                     (kvm::cpu)
 //!     0x0000_2000  IDT, 256 gates          (kvm::cpu)
 //!     0x0000_3000  PML4, PDPT, 4 PDs: 0-4 GiB identity mapped with 2 MiB pages (kvm::cpu)
+//!     0x0000_9000  the start-up IPI trampoline (real mode, SIPI vector 0x09)
 //!     0x0001_0000  probe code              (guest::probe)
 //!     0x0010_0000  vCPU 0 region, 1 MiB:   control block, stack, log, mailbox
 //!     0x0020_0000  vCPU 1 region ...       (up to MAX_VCPUS)
@@ -19,6 +20,21 @@ pub const GDT: u64 = 0x1000;
 pub const IDT: u64 = 0x2000;
 /// Guest-physical address of the PML4; the PDPT and four page directories follow it.
 pub const PML4: u64 = 0x3000;
+/// Guest-physical address of the real-mode trampoline an AP enters on a start-up IPI with
+/// vector [`crate::scenario::SIPI_VECTOR`] (`vector << 12`).
+pub const TRAMPOLINE: u64 = (crate::scenario::SIPI_VECTOR as u64) << 12;
+
+/// The trampoline: the first instructions an AP runs after its start-up IPI, in real mode at
+/// CS = `SIPI_VECTOR << 8`, IP = 0. It tells the host it started; the host then puts it in
+/// long mode at the probe's entry (so no 16- or 32-bit probe code is needed).
+pub const TRAMPOLINE_CODE: [u8; 6] = [
+    0xBA, 0x13, 0x05, // mov dx, 0x0513 (port::AP_STARTED)
+    0xEE, // out dx, al
+    0xEB, 0xFE, // jmp $ (the host never resumes it here)
+];
+
+const _: () = assert!(TRAMPOLINE >= PML4 + 6 * 0x1000 && TRAMPOLINE + 0x1000 <= CODE);
+
 /// Guest-physical address of the probe code.
 pub const CODE: u64 = 0x1_0000;
 /// Largest probe code blob the layout has room for.
@@ -131,8 +147,10 @@ pub mod kind {
     pub const SET_EOI: u8 = 23;
     /// Jump back to operation a until the body ran b times.
     pub const LOOP: u8 = 24;
+    /// `rdtsc`, then `wrmsr` a = the TSC + b.
+    pub const WRMSR_TSC_DELTA: u8 = 25;
     /// Number of kinds.
-    pub const COUNT: u8 = 25;
+    pub const COUNT: u8 = 26;
 }
 
 /// EOI policies of the interrupt handler.
@@ -169,4 +187,6 @@ pub mod port {
     pub const END: u16 = 0x511;
     /// The guest found an operation kind it does not know.
     pub const BAD_OP: u16 = 0x512;
+    /// An AP reached its start-up trampoline ([`super::TRAMPOLINE_CODE`]).
+    pub const AP_STARTED: u16 = 0x513;
 }

@@ -53,6 +53,7 @@ fn encode_op(op: &Op) -> [u8; OP_SIZE] {
         }
         Op::Rdmsr(msr) => (kind::RDMSR, u64::from(*msr), 0),
         Op::Wrmsr(msr, value) => (kind::WRMSR, u64::from(*msr), *value),
+        Op::WrmsrTscDelta(msr, delta) => (kind::WRMSR_TSC_DELTA, u64::from(*msr), *delta),
         Op::Rdtsc => (kind::RDTSC, 0, 0),
         Op::Sti => (kind::STI, 0, 0),
         Op::Cli => (kind::CLI, 0, 0),

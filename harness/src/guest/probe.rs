@@ -89,6 +89,7 @@ core::arch::global_asm!(
     ".long 55f - 20b", // UD2
     ".long 53f - 20b", // SET_EOI
     ".long 54f - 20b", // LOOP
+    ".long 58f - 20b", // WRMSR_TSC_DELTA
     // END: ring the end doorbell (data = index of this op); the host stops the vCPU.
     "30:",
     "mov dx, {port_end}",
@@ -175,6 +176,17 @@ core::arch::global_asm!(
     "mov ecx, dword ptr [rsi + {op_a}]",
     "mov eax, dword ptr [rsi + {op_b}]",
     "mov edx, dword ptr [rsi + {op_b} + 4]",
+    "wrmsr",
+    "jmp 11b",
+    // WRMSR_TSC_DELTA: wrmsr a = rdtsc + b (a TSC deadline relative to now).
+    "58:",
+    "rdtsc",
+    "shl rdx, 32",
+    "or rax, rdx",
+    "add rax, qword ptr [rsi + {op_b}]",
+    "mov rdx, rax",
+    "shr rdx, 32",
+    "mov ecx, dword ptr [rsi + {op_a}]",
     "wrmsr",
     "jmp 11b",
     // RDTSC.

@@ -156,3 +156,46 @@ pub fn initial_regs(index: usize) -> kvm_regs {
         ..kvm_regs::default()
     }
 }
+
+/// Puts `sregs` where a start-up IPI with `vector` leaves a processor (SDM "MP
+/// Initialization"): real mode, CS selector `vector << 8` with base `vector << 12`, every other
+/// segment at 0 with a 64 KiB limit, paging and protection off, EFER 0.
+pub fn set_real_mode(sregs: &mut kvm_sregs, vector: u8) {
+    let real = |selector: u16, type_: u8| kvm_segment {
+        base: u64::from(selector) << 4,
+        limit: 0xFFFF,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = real(u16::from(vector) << 8, 0xB); // execute/read, accessed
+    let data = real(0, 0x3); // read/write, accessed
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = kvm_segment { limit: 0xFFFF, type_: 0xB, present: 1, ..kvm_segment::default() }; // busy TSS
+    sregs.ldt = kvm_segment { limit: 0xFFFF, type_: 0x2, present: 1, ..kvm_segment::default() }; // LDT
+    sregs.gdt.base = 0;
+    sregs.gdt.limit = 0xFFFF;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0xFFFF;
+    sregs.cr0 = 1 << 4; // ET only: real mode, no paging
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+}
+
+/// The general registers after a start-up IPI: IP 0 (CS carries the vector), RFLAGS bit 1.
+pub fn sipi_regs() -> kvm_regs {
+    kvm_regs { rip: 0, rflags: RFLAGS, ..kvm_regs::default() }
+}

@@ -31,6 +31,9 @@ pub fn install_signal_handler() {
 #[derive(Debug)]
 struct Slot {
     thread: libc::pthread_t,
+    /// The same thread, to unpark it when it waits outside KVM_RUN (halted, or an AP held
+    /// until its start-up IPI).
+    handle: std::thread::Thread,
     /// Address of the vCPU's `kvm_run.immediate_exit` byte.
     immediate_exit: usize,
     deadline: Option<Instant>,
@@ -112,7 +115,12 @@ impl Kicker {
         if let Some(slot) = state.slots.get_mut(vcpu) {
             // SAFETY: pthread_self has no preconditions.
             let thread = unsafe { libc::pthread_self() };
-            *slot = Some(Slot { thread, immediate_exit: immediate_exit as usize, deadline: None });
+            *slot = Some(Slot {
+                thread,
+                handle: std::thread::current(),
+                immediate_exit: immediate_exit as usize,
+                deadline: None,
+            });
         }
     }
 
@@ -139,11 +147,13 @@ impl Kicker {
         }
     }
 
-    /// Kicks vCPU `vcpu` now (another vCPU made something deliverable to it).
+    /// Kicks vCPU `vcpu` now (another vCPU made something deliverable to it): out of KVM_RUN
+    /// if it runs, out of its park if it waits in the loop.
     pub fn kick_now(&self, vcpu: usize) {
         let state = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(Some(slot)) = state.slots.get(vcpu) {
             kick(slot);
+            slot.handle.unpark();
         }
     }
 }

@@ -1,14 +1,20 @@
 //! VM and vCPU setup on /dev/kvm for the three KVM backends, and the vCPU run loop.
 //!
 //! * [`Mode::Kernel`]: KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2, everything in KVM.
-//! * [`Mode::Split`]: KVM_CAP_SPLIT_IRQCHIP with 24 routes: KVM's LAPIC, our PIC and PIT.
-//! * [`Mode::Userspace`]: no in-kernel irqchip; KVM_CAP_X86_USER_SPACE_MSR and an MSR filter
-//!   hand the TSC MSRs (and, with vm-apic, the x2APIC MSRs) to our models.
+//! * [`Mode::Split`]: KVM_CAP_SPLIT_IRQCHIP with 24 routes: KVM's LAPIC; our PIC, PIT and
+//!   IOAPIC ([`split`]).
+//! * [`Mode::Userspace`]: no in-kernel irqchip; KVM_CAP_X86_USER_SPACE_MSR (the x2APIC MSRs
+//!   exit with reason INVAL) and an MSR filter (IA32_APIC_BASE, TSC-deadline, the TSC MSRs:
+//!   reason FILTER) hand every LAPIC and TSC register to our models.
+//!
+//! [`state`] reads and writes KVM's in-kernel irqchip state (snapshots, migration).
 
 pub mod cpu;
 pub mod kick;
 pub mod memory;
 pub mod raw;
+pub mod split;
+pub mod state;
 pub mod vcpu;
 
 use kvm_bindings::{
@@ -68,14 +74,36 @@ impl Caps {
             BackendId::KvmUserspace(_) => {
                 (Mode::Userspace, self.user_space_msr, "KVM_CAP_X86_USER_SPACE_MSR/KVM_CAP_X86_MSR_FILTER")
             }
+            BackendId::KvmMigrate => (
+                Mode::Kernel,
+                self.kernel_irqchip && self.user_space_msr,
+                "KVM_CAP_IRQCHIP/KVM_CAP_PIT2 and KVM_CAP_X86_USER_SPACE_MSR/KVM_CAP_X86_MSR_FILTER",
+            ),
             BackendId::Software(_) => return Err("not a KVM backend".into()),
         };
-        if ok {
-            Ok(crate::backend::kvm::KvmBackend::new(mode, id.profile()))
-        } else {
+        if !ok {
             Err(format!("this KVM lacks {missing}"))
+        } else if id == BackendId::KvmMigrate {
+            Ok(crate::backend::kvm::KvmBackend::migrating())
+        } else {
+            Ok(crate::backend::kvm::KvmBackend::new(mode, id.profile()))
         }
     }
+}
+
+/// CPUID.1:ECX bit 24: the TSC-deadline timer (KVM_GET_SUPPORTED_CPUID leaves it out; KVM's
+/// LAPIC takes LVT timer mode 10b and IA32_TSC_DEADLINE only with it).
+const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+/// CPUID.1:ECX bit 21: x2APIC.
+const CPUID_1_ECX_X2APIC: u32 = 1 << 21;
+
+/// How the vCPUs start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// vCPUs, the BSP included.
+    pub vcpus: usize,
+    /// The APs wait for INIT and a start-up IPI instead of starting in long mode.
+    pub aps_wait_for_sipi: bool,
 }
 
 /// A VM with guest memory holding the probe, and its vCPUs in long mode at the probe's entry.
@@ -96,9 +124,20 @@ pub struct Machine {
 
 impl Machine {
     /// Creates the VM for `mode` with `vcpus` vCPUs, all started directly in long mode (as if
-    /// firmware had already brought the APs up; INIT/SIPI scenarios will instead call
-    /// [`Machine::start_ap`] when the guest sends the SIPI).
+    /// firmware had already brought the APs up).
     pub fn new(mode: Mode, vcpus: usize) -> Result<Machine, String> {
+        Self::start(mode, Start { vcpus, aps_wait_for_sipi: false }, GuestMemory::new(layout::MEMORY_SIZE)?)
+    }
+
+    /// Creates the VM for `mode` on guest RAM `mem` (fresh, or the RAM of a VM being migrated,
+    /// whose probe state it keeps). With `start.aps_wait_for_sipi` the APs do not start: with an
+    /// in-kernel LAPIC they are left UNINITIALIZED for KVM's INIT/SIPI; in userspace mode the
+    /// vCPU loop holds their threads until the LAPIC model reports the start-up IPI
+    /// ([`Machine::start_ap`]). Either way the AP then runs the trampoline at
+    /// [`layout::TRAMPOLINE`], which rings [`layout::port::AP_STARTED`], and the loop puts it in
+    /// long mode ([`Machine::enter_probe`]).
+    pub fn start(mode: Mode, start: Start, mem: GuestMemory) -> Result<Machine, String> {
+        let vcpus = start.vcpus;
         if vcpus == 0 || vcpus > layout::MAX_VCPUS {
             return Err(format!("{vcpus} vCPUs: the probe guest has room for 1-{}", layout::MAX_VCPUS));
         }
@@ -112,8 +151,11 @@ impl Machine {
             }
             Mode::Split => {
                 let mut cap = kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
-                cap.args[0] = 24; // IOAPIC pins routed through KVM's MSI routing
+                cap.args[0] = u64::from(split::IOAPIC_PINS); // GSIs 0-23 are the IOAPIC's pins
                 vm.enable_cap(&cap).map_err(|e| format!("KVM_ENABLE_CAP(SPLIT_IRQCHIP): {e}"))?;
+                // Every entry masked at reset: no level route yet (the vCPU loop updates them
+                // as the guest programs the IOAPIC model).
+                split::set_level_routes(&vm, &[])?;
             }
             Mode::Userspace => {
                 let mut cap = kvm_enable_cap { cap: KVM_CAP_X86_USER_SPACE_MSR, ..Default::default() };
@@ -126,7 +168,6 @@ impl Machine {
                 set_msr_filter(&vm)?;
             }
         }
-        let mem = GuestMemory::new(layout::MEMORY_SIZE)?;
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -139,6 +180,7 @@ impl Machine {
         unsafe { vm.set_user_memory_region(region) }
             .map_err(|e| format!("KVM_SET_USER_MEMORY_REGION: {e}"))?;
         cpu::write_boot_tables(&mem)?;
+        mem.write(layout::TRAMPOLINE, &layout::TRAMPOLINE_CODE)?;
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
@@ -149,12 +191,14 @@ impl Machine {
             let mut cpuid = cpuid.clone();
             for entry in cpuid.as_mut_slice() {
                 if entry.function == 1 {
+                    // Initial APIC ID in bits 31:24; x2APIC and the TSC-deadline timer, which
+                    // the models advertise too.
                     entry.ebx = (entry.ebx & 0x00FF_FFFF) | ((index as u32) << 24);
-                    // initial APIC ID
+                    entry.ecx |= CPUID_1_ECX_TSC_DEADLINE | CPUID_1_ECX_X2APIC;
                 }
             }
             vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
-            if mode != Mode::Userspace && index > 0 {
+            if mode != Mode::Userspace && index > 0 && !start.aps_wait_for_sipi {
                 // With the in-kernel LAPIC an AP waits for SIPI; start it directly instead.
                 vcpu.set_mp_state(kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE })
                     .map_err(|e| format!("KVM_SET_MP_STATE {index}: {e}"))?;
@@ -167,9 +211,8 @@ impl Machine {
     }
 
     /// Puts `vcpu` at the probe's entry in long mode with vCPU `index`'s stack, control block
-    /// and mailbox. This is also INIT/SIPI emulation for userspace-LAPIC scenarios: hold the AP's
-    /// thread until the model reports the SIPI, then call this and release it (mp_state stays
-    /// RUNNABLE, the only state KVM accepts without an in-kernel irqchip).
+    /// and mailbox (at creation, and when an AP rings [`layout::port::AP_STARTED`] from its
+    /// trampoline).
     pub fn enter_probe(vcpu: &VcpuFd, index: usize) -> Result<(), String> {
         let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
         cpu::set_long_mode(&mut sregs);
@@ -177,9 +220,23 @@ impl Machine {
         vcpu.set_regs(&cpu::initial_regs(index)).map_err(|e| format!("KVM_SET_REGS: {e}"))
     }
 
-    /// See [`Machine::enter_probe`].
-    pub fn start_ap(vcpu: &VcpuFd, index: usize) -> Result<(), String> {
-        Self::enter_probe(vcpu, index)
+    /// INIT/SIPI emulation without an in-kernel LAPIC: the AP's thread was held until its LAPIC
+    /// model latched the start-up IPI with `vector`; this puts the vCPU where the SIPI starts
+    /// a processor (real mode, CS = `vector << 8`, IP = 0) and the loop then releases it
+    /// (mp_state stays RUNNABLE, the only state KVM accepts without an in-kernel irqchip).
+    pub fn start_ap(vcpu: &VcpuFd, vector: u8) -> Result<(), String> {
+        let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+        cpu::set_real_mode(&mut sregs, vector);
+        vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+        vcpu.set_regs(&cpu::sipi_regs()).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    }
+
+    /// Takes the guest RAM out of the machine, dropping its vCPUs and VM (migration).
+    pub fn into_memory(self) -> GuestMemory {
+        let Machine { vcpus, vm, mem, .. } = self;
+        drop(vcpus);
+        drop(vm);
+        mem
     }
 }
 

@@ -1,20 +1,29 @@
 //! The vCPU run loop shared by the three KVM backends.
 //!
-//! Before every KVM_RUN (userspace and split modes) the loop advances the models, injects
-//! the pending vector with KVM_INTERRUPT when the last exit said `ready_for_interrupt_injection
-//! && if_flag` (KVM ignores IF otherwise), or sets `request_interrupt_window`, and arms the
-//! kicker for the earlier of the models' next deadline and the watchdog. Exits go to the
-//! models ([`Irqchip`]), doorbells to the scenario's host operations and the log drain.
+//! Before every KVM_RUN (userspace and split modes) the loop advances the models, takes what
+//! they produced for the VM (this vCPU's NMIs for KVM_NMI; split mode: the IOAPIC's MSIs for
+//! KVM_SIGNAL_MSI and its level routes), kicks the vCPUs they made something deliverable to,
+//! injects the pending vector with KVM_INTERRUPT when the last exit said
+//! `ready_for_interrupt_injection && if_flag` (KVM ignores IF otherwise) or sets
+//! `request_interrupt_window`, hands the LAPIC model's TPR to KVM in `kvm_run.cr8`, and arms
+//! the kicker for the earlier of the models' next deadline and the watchdog. After every exit
+//! it reads the guest's CR8 back (CR8 writes never exit on our hosts). Exits go to the models
+//! ([`Irqchip`]), doorbells to the scenario's host operations and the log drain.
+//!
+//! INIT/SIPI: an AP of an [`crate::scenario::ApStart::WaitForSipi`] scenario waits for its
+//! start-up IPI, in KVM_RUN with the in-kernel LAPIC, or held in this loop until its LAPIC model
+//! latches one ([`Machine::start_ap`]); either way it then runs the trampoline, whose doorbell
+//! puts it in long mode at its program.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_irqchip, kvm_lapic_state, KVM_EXIT_INTERNAL_ERROR};
+use kvm_bindings::{kvm_run, KVM_EXIT_INTERNAL_ERROR};
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use super::kick::Kicker;
 use super::memory::GuestMemory;
-use super::{raw, Mode};
+use super::{raw, split, state, Machine, Mode};
 use crate::backend::{RunError, RunOptions};
 use crate::guest::{self, layout};
 use crate::irqchip::{Irqchip, MsrAnswer, Now};
@@ -23,7 +32,7 @@ use crate::trace::{Snapshot, Trace};
 
 /// What every vCPU thread of one run shares.
 pub struct Shared<'a> {
-    /// The VM (KVM_IRQ_LINE, KVM_GET_IRQCHIP).
+    /// The VM (KVM_IRQ_LINE, KVM_GET_IRQCHIP, KVM_SIGNAL_MSI).
     pub vm: &'a VmFd,
     /// Guest RAM (logs, mailboxes).
     pub mem: &'a GuestMemory,
@@ -41,6 +50,11 @@ pub struct Shared<'a> {
     pub vcpus: usize,
     /// Host TSC frequency (Hz), for model-time accounting.
     pub tsc_hz: u64,
+    /// The APs wait for their start-up IPI (userspace mode: this loop holds them).
+    pub aps_wait_for_sipi: bool,
+    /// A [`HostOp::Migrate`] doorbell ends the run (the `kvm-migrate` backend then moves the
+    /// guest and calls [`run`] again); otherwise it is a no-op.
+    pub stop_at_migrate: bool,
 }
 
 /// What one vCPU did.
@@ -54,6 +68,8 @@ pub struct VcpuOutcome {
     pub loop_time: Duration,
     /// Time inside the models (TSC ticks).
     pub model_ticks: u64,
+    /// The run stopped at this migration doorbell (op index) instead of the program's end.
+    pub migrate_at: Option<u32>,
 }
 
 fn lock(chip: &Mutex<Irqchip>) -> MutexGuard<'_, Irqchip> {
@@ -89,17 +105,29 @@ enum After {
     Halt,
     Kicked,
     Retry,
+    ApStarted,
     Fail(String),
 }
 
-/// Runs vCPU `index` on `program` (already in its mailbox) until its END doorbell.
+/// How a run of the loop ended.
+enum Ended {
+    /// The program's END doorbell.
+    Program,
+    /// A migration doorbell (op index) of a `kvm-migrate` segment.
+    Migrate(u32),
+}
+
+/// Runs vCPU `index` on `program` (already in its mailbox) until its END doorbell (or, with
+/// [`Shared::stop_at_migrate`], a migration doorbell).
 pub fn run(
     shared: &Shared<'_>,
     index: usize,
     vcpu: &mut VcpuFd,
     program: &[Op],
 ) -> Result<VcpuOutcome, RunError> {
-    let immediate_exit = std::ptr::addr_of_mut!(vcpu.get_kvm_run().immediate_exit);
+    let kvm_run: *mut kvm_run = vcpu.get_kvm_run();
+    // SAFETY: `kvm_run` points at the vCPU's mapped kvm_run, live as long as `vcpu`.
+    let immediate_exit = unsafe { std::ptr::addr_of_mut!((*kvm_run).immediate_exit) };
     shared.kicker.register(index, immediate_exit);
     struct Unregister<'k>(&'k Kicker, usize);
     impl Drop for Unregister<'_> {
@@ -108,7 +136,8 @@ pub fn run(
         }
     }
     let _unregister = Unregister(shared.kicker, index);
-    let mut state = Loop { out: VcpuOutcome::default(), last_progress: Instant::now(), last_head: 0 };
+    let mut state =
+        Loop { out: VcpuOutcome::default(), last_progress: Instant::now(), last_head: 0, kvm_run };
     let started = Instant::now();
     let mut result = state.run(shared, index, vcpu, program);
     state.out.loop_time = started.elapsed();
@@ -119,7 +148,12 @@ pub fn run(
         }
     }
     match result {
-        Ok(()) => Ok(state.out),
+        Ok(ended) => {
+            if let Ended::Migrate(op) = ended {
+                state.out.migrate_at = Some(op);
+            }
+            Ok(state.out)
+        }
         Err(message) => Err(RunError {
             message: format!("vCPU {index}: {message}"),
             registers: Some(registers(vcpu, program)),
@@ -132,6 +166,8 @@ struct Loop {
     out: VcpuOutcome,
     last_progress: Instant,
     last_head: u32,
+    /// The vCPU's kvm_run, for fields read while an exit borrows the VcpuFd (CR8).
+    kvm_run: *mut kvm_run,
 }
 
 impl Loop {
@@ -141,15 +177,18 @@ impl Loop {
         index: usize,
         vcpu: &mut VcpuFd,
         program: &[Op],
-    ) -> Result<(), String> {
+    ) -> Result<Ended, String> {
         let ctrl = layout::vcpu_region(index);
+        if index > 0 && shared.aps_wait_for_sipi && shared.mode == Mode::Userspace {
+            self.hold_until_sipi(shared, index, vcpu)?;
+        }
         loop {
             if shared.started.elapsed() > shared.options.timeout {
                 return Err(format!("run exceeded its {:?} timeout", shared.options.timeout));
             }
             let mut deadline = self.last_progress + shared.options.watchdog;
             if let Some(chip) = shared.chip {
-                if let Some(at) = self.before_entry(chip, index, vcpu)? {
+                if let Some(at) = self.before_entry(shared, chip, index, vcpu)? {
                     deadline = deadline.min(at);
                 }
             }
@@ -172,18 +211,26 @@ impl Loop {
                         Some(Op::Host(host)) => host,
                         other => return Err(format!("host doorbell at op {op}, which is {other:?}")),
                     };
+                    if *host == HostOp::Migrate && shared.stop_at_migrate {
+                        return Ok(Ended::Migrate(op));
+                    }
                     self.host_op(shared, index, vcpu, host)?;
                 }
                 After::End => {
                     self.drain(shared.mem, ctrl)?;
-                    return Ok(());
+                    return Ok(Ended::Program);
                 }
                 After::Halt => {
                     self.last_progress = Instant::now();
                     let if_flag = vcpu.get_kvm_run().if_flag != 0;
                     self.halt(shared, index, if_flag)?;
                 }
+                After::ApStarted => {
+                    self.last_progress = Instant::now();
+                    Machine::enter_probe(vcpu, index)?;
+                }
                 After::Kicked => {
+                    self.sync_cr8(shared, index);
                     vcpu.set_kvm_immediate_exit(0);
                     let head = shared.mem.read_u32(ctrl + u64::from(layout::ctrl::LOG_HEAD))?;
                     let now = Instant::now();
@@ -202,41 +249,94 @@ impl Loop {
         }
     }
 
-    /// Userspace and split modes: advance the models and inject or ask for a window.
-    /// Returns the models' next deadline.
+    /// The guest's CR8 after an exit, into the LAPIC model's TPR.
+    fn sync_cr8(&self, shared: &Shared<'_>, index: usize) {
+        if shared.mode != Mode::Userspace {
+            return;
+        }
+        // SAFETY: `kvm_run` is the vCPU's mapping (see `run`); KVM wrote cr8 before returning
+        // to userspace and nothing writes it concurrently; the read does not overlap the
+        // exit's data the VcpuExit borrows.
+        let cr8 = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*self.kvm_run).cr8)) };
+        if let Some(chip) = shared.chip {
+            lock(chip).sync_cr8(index, cr8);
+        }
+    }
+
+    /// Userspace mode, an AP before its start-up IPI: hold its thread until its LAPIC model
+    /// latched one (taking the INIT before it), then put the vCPU where the SIPI starts it.
+    fn hold_until_sipi(&mut self, shared: &Shared<'_>, index: usize, vcpu: &VcpuFd) -> Result<(), String> {
+        let Some(chip) = shared.chip else { return Err("an AP waits for SIPI without a LAPIC model".into()) };
+        loop {
+            let sipi = {
+                let mut chip = lock(chip);
+                let events = chip.take_events(index);
+                if events.init {
+                    chip.init(index);
+                }
+                if events.sipi.is_some() {
+                    chip.sipi_taken(index);
+                }
+                events.sipi
+            };
+            if let Some(vector) = sipi {
+                self.last_progress = Instant::now();
+                return Machine::start_ap(vcpu, vector);
+            }
+            let watchdog = self.last_progress + shared.options.watchdog;
+            if Instant::now() >= watchdog {
+                return Err(format!(
+                    "waited {:?} for a start-up IPI that never came",
+                    shared.options.watchdog
+                ));
+            }
+            std::thread::park_timeout(watchdog.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    /// Userspace and split modes: advance the models, hand KVM what they produced, and inject
+    /// or ask for a window. Returns the models' next deadline for this vCPU.
     fn before_entry(
         &mut self,
+        shared: &Shared<'_>,
         chip: &Mutex<Irqchip>,
         index: usize,
         vcpu: &mut VcpuFd,
     ) -> Result<Option<Instant>, String> {
         let t0 = rdtsc();
         let now = now();
-        let mut chip = lock(chip);
-        chip.advance(now);
+        let mut guard = lock(chip);
+        guard.advance(now);
+        let events = guard.take_events(index);
+        if events.init || events.sipi.is_some() {
+            return Err("INIT or start-up IPI to a running vCPU, which the harness does not model".into());
+        }
+        let routes = if shared.mode == Mode::Split { guard.take_route_update() } else { None };
+        let msis = guard.take_msis();
+        let wakeups = guard.take_wakeups();
         let (ready, if_flag) = {
             let run = vcpu.get_kvm_run();
-            if let Some(cr8) = chip.cr8(index) {
+            if let Some(cr8) = guard.cr8(index) {
                 run.cr8 = cr8;
             }
             (run.ready_for_interrupt_injection != 0, run.if_flag != 0)
         };
         let mut want_window = false;
         let mut ioctl_ticks = 0u64;
-        if let Some(vector) = chip.pending_vector(index) {
+        if let Some(vector) = guard.pending_vector(index) {
             if ready && if_flag {
                 let t_ioctl = rdtsc();
                 let injected = raw::interrupt(vcpu, vector);
                 ioctl_ticks = rdtsc().wrapping_sub(t_ioctl);
                 match injected {
                     Ok(()) => {
-                        let acked = chip.acknowledge(index);
+                        let acked = guard.acknowledge(index);
                         if acked != vector {
                             return Err(format!(
-                                "PIC announced vector {vector:#x} but acknowledged {acked:#x}"
+                                "the models announced vector {vector:#x} but acknowledged {acked:#x}"
                             ));
                         }
-                        want_window = chip.pending_vector(index).is_some();
+                        want_window = guard.pending_vector(index).is_some();
                     }
                     // Split mode: KVM still holds the previous ExtINT.
                     Err(e) if e.errno() == libc::EEXIST => want_window = true,
@@ -247,14 +347,29 @@ impl Loop {
             }
         }
         vcpu.get_kvm_run().request_interrupt_window = u8::from(want_window);
-        let deadline = chip.next_deadline(now).map(instant_of);
-        drop(chip);
-        // Model time only: the KVM_INTERRUPT ioctl is KVM's.
+        let deadline = guard.next_deadline(index, now).map(instant_of);
+        drop(guard);
+        // Model time only: the KVM ioctls are KVM's.
         self.out.model_ticks += rdtsc().wrapping_sub(t0).saturating_sub(ioctl_ticks);
+        for _ in 0..events.nmi {
+            vcpu.nmi().map_err(|e| format!("KVM_NMI: {e}"))?;
+        }
+        if let Some(routes) = routes {
+            split::set_level_routes(shared.vm, &routes)?;
+        }
+        for msi in &msis {
+            if split::signal(shared.vm, msi)? == Some(0) {
+                lock(chip).msi_result(msi.pin, 0);
+            }
+        }
+        for target in wakeups.into_iter().filter(|&v| v != index) {
+            shared.kicker.kick_now(target);
+        }
         Ok(deadline)
     }
 
     fn on_exit(&mut self, shared: &Shared<'_>, index: usize, exit: VcpuExit<'_>) -> After {
+        self.sync_cr8(shared, index);
         let t0 = rdtsc();
         let now = now();
         let chip = shared.chip;
@@ -264,6 +379,7 @@ impl Loop {
                 match port {
                     layout::port::HOST => return After::Host(word),
                     layout::port::END => return After::End,
+                    layout::port::AP_STARTED if index > 0 => return After::ApStarted,
                     layout::port::BAD_OP => {
                         return After::Fail(format!("the guest found an unknown operation at op {word}"))
                     }
@@ -309,7 +425,7 @@ impl Loop {
             }
             VcpuExit::IoapicEoi(vector) => {
                 if let Some(chip) = chip {
-                    lock(chip).ioapic_eoi(vector);
+                    lock(chip).ioapic_eoi(vector, now);
                 }
                 After::Progress
             }
@@ -324,11 +440,11 @@ impl Loop {
             other => return After::Fail(format!("unexpected exit {other:?}")),
         };
         self.out.model_ticks += rdtsc().wrapping_sub(t0);
-        let _ = shared;
         after
     }
 
-    /// Userspace mode: the guest halted. Wait for the models to have an interrupt for it.
+    /// Userspace mode: the guest halted. Wait for the models to have an interrupt or an NMI
+    /// for it.
     fn halt(&mut self, shared: &Shared<'_>, index: usize, if_flag: bool) -> Result<(), String> {
         let Some(chip) = shared.chip else { return Err("HLT exit with the in-kernel irqchip".into()) };
         if !if_flag {
@@ -336,14 +452,17 @@ impl Loop {
         }
         loop {
             let now = now();
-            let deadline = {
+            let (deadline, wakeups) = {
                 let mut chip = lock(chip);
                 chip.advance(now);
-                if chip.pending_vector(index).is_some() {
+                if chip.pending_vector(index).is_some() || chip.has_events(index) {
                     return Ok(());
                 }
-                chip.next_deadline(now)
+                (chip.next_deadline(index, now), chip.take_wakeups())
             };
+            for target in wakeups.into_iter().filter(|&v| v != index) {
+                shared.kicker.kick_now(target);
+            }
             let watchdog = self.last_progress + shared.options.watchdog;
             if Instant::now() >= watchdog {
                 return Err(format!(
@@ -395,7 +514,7 @@ impl Loop {
         let set_irq = |irq: u8, level: bool| -> Result<(), String> {
             match shared.chip {
                 Some(chip) => {
-                    lock(chip).set_irq(irq, level);
+                    lock(chip).set_irq(irq, level, now());
                     Ok(())
                 }
                 None => shared
@@ -412,7 +531,7 @@ impl Loop {
             }
             HostOp::Sleep(ns) => std::thread::sleep(Duration::from_nanos(*ns)),
             HostOp::Snapshot(label) => {
-                let snapshot = snapshot(shared, vcpu, label)?;
+                let snapshot = snapshot(shared, index, vcpu, label)?;
                 self.out.trace.snapshots.push(snapshot);
             }
             HostOp::SetGuestTsc(value) => {
@@ -421,6 +540,8 @@ impl Loop {
                     return Err("the virtual TSC needs the TSC model (kvm-userspace)".into());
                 }
             }
+            // Not a kvm-migrate segment: nothing moves.
+            HostOp::Migrate => {}
         }
         Ok(())
     }
@@ -428,59 +549,21 @@ impl Loop {
 
 /// The controllers' state in KVM's layouts: from KVM for what KVM owns, from the models for
 /// the rest.
-fn snapshot(shared: &Shared<'_>, vcpu: &VcpuFd, label: &str) -> Result<Snapshot, String> {
+fn snapshot(shared: &Shared<'_>, index: usize, vcpu: &VcpuFd, label: &str) -> Result<Snapshot, String> {
     let mut snap = match shared.chip {
-        Some(chip) => lock(chip).snapshot(label),
+        Some(chip) => lock(chip).snapshot(index, label, now()),
         None => Snapshot { label: label.to_string(), ..Snapshot::default() },
     };
     if shared.mode == Mode::Kernel {
-        let mut pic = [[0u8; 16]; 2];
-        for (id, bytes) in pic.iter_mut().enumerate() {
-            let mut chip = kvm_irqchip { chip_id: id as u32, ..Default::default() };
-            shared.vm.get_irqchip(&mut chip).map_err(|e| format!("KVM_GET_IRQCHIP({id}): {e}"))?;
-            // SAFETY: chips 0 and 1 are PICs: KVM filled the `pic` member of the union.
-            let state = unsafe { chip.chip.pic };
-            *bytes = pic_state_bytes(&state);
-        }
-        snap.pic = Some(pic);
-        let mut chip = kvm_irqchip { chip_id: 2, ..Default::default() };
-        shared.vm.get_irqchip(&mut chip).map_err(|e| format!("KVM_GET_IRQCHIP(IOAPIC): {e}"))?;
-        // SAFETY: chip 2 is the IOAPIC: KVM filled the `ioapic` member; it is plain bytes.
-        let ioapic = unsafe { chip.chip.ioapic };
-        snap.ioapic = Some(plain_bytes(&ioapic));
+        let chips = state::get_chips(shared.vm)?;
+        snap.pic = Some([state::pic_state_bytes(&chips.pic[0]), state::pic_state_bytes(&chips.pic[1])]);
+        snap.ioapic = Some(state::plain_bytes(&chips.ioapic));
     }
     if shared.mode != Mode::Userspace {
-        let lapic: kvm_lapic_state = vcpu.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
+        let lapic = vcpu.get_lapic().map_err(|e| format!("KVM_GET_LAPIC: {e}"))?;
         snap.lapic = Some(lapic.regs.iter().map(|b| *b as u8).collect());
     }
     Ok(snap)
-}
-
-fn pic_state_bytes(k: &kvm_bindings::kvm_pic_state) -> [u8; 16] {
-    [
-        k.last_irr,
-        k.irr,
-        k.imr,
-        k.isr,
-        k.priority_add,
-        k.irq_base,
-        k.read_reg_select,
-        k.poll,
-        k.special_mask,
-        k.init_state,
-        k.auto_eoi,
-        k.rotate_on_auto_eoi,
-        k.special_fully_nested_mode,
-        k.init4,
-        k.elcr,
-        k.elcr_mask,
-    ]
-}
-
-fn plain_bytes<T: Copy>(value: &T) -> Vec<u8> {
-    // SAFETY: T is a plain-old-data KVM struct (no padding-sensitive invariants, no pointers);
-    // reading its bytes is defined for the size of the value.
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
 }
 
 /// The guest's registers and the operation it was at, for error reports.

@@ -1,4 +1,5 @@
-//! The built-in scenarios, each with the trace it must produce.
+//! The built-in scenarios, each with the trace it must produce: the PIC, PIT and TSC ones
+//! here, and [`ioapic`], [`lapic`], [`smp`] and [`migrate`] (built from [`apic`]).
 //!
 //! Vector bases are Linux's: master 0x30 (IRQ0–7 → 0x30–0x37), slave 0x38 (IRQ8–15 →
 //! 0x38–0x3f). Interrupts are taken only at `Wait`, and every `Wait` has exactly one
@@ -9,6 +10,12 @@
 //! "not delivered" is checked through IRR/ISR reads and snapshots instead.
 //! Where KVM's in-kernel PIC and the datasheet disagree, the scenario has a second
 //! expectation for the datasheet profile; each such difference is a named vm-pic quirk.
+
+pub mod apic;
+pub mod ioapic;
+pub mod lapic;
+pub mod migrate;
+pub mod smp;
 
 use crate::scenario::Expect::{self, Irq, Value};
 use crate::scenario::{EoiPolicy, HostOp, IoWidth, Op, Scenario};
@@ -45,8 +52,9 @@ pub fn snapshot(label: &str) -> Op {
     Op::Host(HostOp::Snapshot(label.to_string()))
 }
 
-/// Linux's PIC bring-up (`arch/x86/kernel/i8259.c` `init_8259A`) with everything masked
-/// afterwards; `icw4_master` is normally 0x01.
+/// Linux's PIC bring-up (`arch/x86/kernel/i8259.c` `init_8259A`); `icw4_master` is normally
+/// 0x01. ICW1 clears the mask register, so every line is unmasked afterwards (Linux writes its
+/// cached masks next; scenarios write theirs).
 pub fn linux_init_with(icw4_master: u8) -> Vec<Op> {
     vec![
         out(0x21, 0xFF),        // OCW1: mask all of the master while programming
@@ -120,6 +128,16 @@ pub fn pit_periodic(name: &str, count: u16, ticks: usize) -> Scenario {
 
 /// Every built-in scenario.
 pub fn all() -> Vec<Scenario> {
+    let mut all = pic_pit_tsc();
+    all.extend(ioapic::all());
+    all.extend(lapic::all());
+    all.extend(smp::all());
+    all.extend(migrate::all());
+    all
+}
+
+/// The PIC, PIT and TSC scenarios.
+fn pic_pit_tsc() -> Vec<Scenario> {
     vec![
         pic_linux_init(),
         pic_irq_lines(),
