@@ -167,7 +167,7 @@ impl BenchResult {
                 }
             }
         }
-        s.push_str("\n(model share: time inside the PIC/PIT/TSC/IOAPIC/LAPIC models over the vCPU thread's loop time; the software backend has no exits)\n");
+        s.push_str("\n(model share: time inside the PIC/PIT/TSC/IOAPIC/LAPIC models over the vCPU thread's loop time; `software` counts no exits, `software-apicv` the VM exits of its APICv model)\n");
         s
     }
 }

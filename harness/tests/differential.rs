@@ -272,6 +272,64 @@ mod apic {
         }
     }
 
+    /// `steps` without the self-IPIs that APIC virtualization takes differently from a LAPIC,
+    /// as the hardware (and KVM with APICv) does:
+    /// * an edge self-IPI is virtualized (no exit): of a vector the steps also use
+    ///   level-triggered it leaves VTMR set where a LAPIC clears TMR
+    ///   (`posted-self-ipi-stale-tmr`), and while the APIC is software-disabled it still sets
+    ///   VIRR (`posted-self-ipi-disabled-apic`); those are sent level-triggered, which exits to
+    ///   the LAPIC model;
+    /// * the EOI of a level self-IPI reaches the IOAPIC only if its vector is in the EOI-exit
+    ///   bitmap (level routes), where a LAPIC broadcasts it to every entry with the vector, an
+    ///   edge one too (which KVM's IOAPIC re-services): level self-IPIs of a vector an IOAPIC
+    ///   entry uses are left out.
+    ///
+    /// LVT LINT0/1 writes also leave out the remote IRR bit (14): the KVM profile stores it, as
+    /// KVM does, but then clears it at the EOI of a level vector equal to the entry's, which
+    /// KVM does not, and APICv's virtualized EOI does not reach the model (a vm-apic issue).
+    pub fn apicv_comparable(steps: Vec<Step>) -> Vec<Step> {
+        use std::collections::HashSet;
+        let mut ioapic = HashSet::new();
+        let mut level = HashSet::new();
+        for step in &steps {
+            match *step {
+                Step::Route { vector, level: trigger, .. } => {
+                    ioapic.insert(vector);
+                    if trigger {
+                        level.insert(vector);
+                    }
+                }
+                Step::IoapicWide(_, value, _) => {
+                    ioapic.insert(value as u8);
+                    if value & rte::LEVEL != 0 {
+                        level.insert(value as u8);
+                    }
+                }
+                Step::SelfIpi { vector, level: true } => {
+                    level.insert(vector);
+                }
+                _ => {}
+            }
+        }
+        let mut enabled = true; // the prologue enables the LAPIC
+        let mut out = Vec::with_capacity(steps.len());
+        for mut step in steps {
+            match &mut step {
+                Step::Svr(svr) => enabled = *svr & 0x100 != 0,
+                Step::SelfIpi { vector, level: trigger } => {
+                    *trigger |= !enabled || level.contains(vector);
+                    if *trigger && ioapic.contains(vector) {
+                        continue;
+                    }
+                }
+                Step::Lvt(0x350 | 0x360, value) => *value &= !(1 << 14),
+                _ => {}
+            }
+            out.push(step);
+        }
+        out
+    }
+
     /// Turns steps into a program that cannot hang or race: a `Take` becomes a `Wait` only
     /// when the replayed models have exactly one deliverable interrupt and nothing deliverable
     /// after the handler's EOI (a second one could be taken in the same `Wait`, after the
@@ -379,6 +437,30 @@ fn random_apic_scenarios_agree_between_kvm_kernel_and_the_kvm_profile_models() {
         let b = user.run(&scenario, &options).map_err(|e| TestCaseError::fail(format!("kvm-userspace/kvm: {e}")))?;
         if let Err(diff) = diff::compare_runs(&scenario, &a, &b, diff::Comparable::ALL) {
             prop_assert!(false, "kvm-kernel and kvm-userspace/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- --replay FILE`\n{}", scenario.to_text());
+        }
+    });
+}
+
+/// The random IOAPIC/LAPIC scenarios on `software` and on `software-apicv` (no KVM needed):
+/// posting, the virtualized TPR, EOI and self-IPIs and the VMM's exits must leave the guest's
+/// log and the device state at every snapshot as the LAPIC model alone does. A divergence is
+/// printed as a replayable scenario.
+#[test]
+fn random_apic_scenarios_agree_between_software_and_software_apicv() {
+    use irq_harness::backend::apicv::SoftwareApicv;
+    use irq_harness::backend::software::Software;
+    use irq_harness::scenario::Profile;
+    // 256 cases take about a second; IRQ_HARNESS_APICV_CASES=N runs more.
+    let cases = std::env::var("IRQ_HARNESS_APICV_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    let (plain, apicv) = (Software::new(Profile::Kvm), SoftwareApicv::new(Profile::Kvm));
+    proptest!(config, |(steps in proptest::collection::vec(apic::step(), 1..60))| {
+        let scenario = apic::compile("apicv-random-divergence", &apic::apicv_comparable(steps));
+        let options = RunOptions::default();
+        let a = plain.run(&scenario, &options).map_err(|e| TestCaseError::fail(format!("software/kvm: {e}")))?;
+        let b = apicv.run(&scenario, &options).map_err(|e| TestCaseError::fail(format!("software-apicv/kvm: {e}\n{}", scenario.to_text())))?;
+        if let Err(diff) = diff::compare_runs(&scenario, &a, &b, diff::Comparable::ALL) {
+            prop_assert!(false, "software/kvm and software-apicv/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- --replay FILE --backend software`\n{}", scenario.to_text());
         }
     });
 }

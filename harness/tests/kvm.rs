@@ -17,6 +17,8 @@ fn every_builtin_scenario_passes_on_every_kvm_backend_and_they_agree() {
     let mut all = backends;
     all.insert(0, Box::new(irq_harness::backend::software::Software::new(Profile::Kvm)));
     all.insert(1, Box::new(irq_harness::backend::software::Software::new(Profile::Datasheet)));
+    all.insert(2, Box::new(irq_harness::backend::apicv::SoftwareApicv::new(Profile::Kvm)));
+    all.insert(3, Box::new(irq_harness::backend::apicv::SoftwareApicv::new(Profile::Datasheet)));
     let report = diff::run_matrix(&scenarios::all(), &all, &RunOptions::default());
     assert!(!report.failed(), "\n{}", report.table());
     // Something was compared with the kernel, bit for bit: every scenario kvm-kernel runs

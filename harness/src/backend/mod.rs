@@ -4,6 +4,7 @@
 //! | backend | PIC | PIT | LAPIC | IOAPIC | TSC MSRs |
 //! |---|---|---|---|---|---|
 //! | `software/{kvm,datasheet}` | vm-pic | vm-timer | vm-apic | vm-apic | vm-timer |
+//! | `software-apicv/{kvm,datasheet}` | vm-pic | vm-timer | vm-apic's APICv model (posted interrupts) in front of vm-apic | vm-apic | vm-timer |
 //! | `kvm-userspace/{kvm,datasheet}` | vm-pic | vm-timer | vm-apic (MMIO, x2APIC MSRs, MSR filter) | vm-apic | vm-timer (MSR filter) |
 //! | `kvm-split/{kvm,datasheet}` | vm-pic (ExtINT) | vm-timer | KVM | vm-apic (KVM_SIGNAL_MSI) | KVM |
 //! | `kvm-kernel` | KVM | KVM | KVM | KVM | KVM |
@@ -12,8 +13,11 @@
 //! The `datasheet` profile is the hardware documents' (8259A, ICH IOxAPIC version 0x20, the
 //! SDM's LAPIC and APIC bus); `sdm` is accepted as its alias (`kvm-userspace/sdm`).
 //! `kvm-migrate` starts on `kvm-kernel` and moves the running guest to `kvm-userspace/kvm` and
-//! back at every [`crate::scenario::HostOp::Migrate`].
+//! back at every [`crate::scenario::HostOp::Migrate`]. `software-apicv` is `software` with
+//! each vCPU's interrupt path an APICv processor's ([`apicv`]): KVM on the project's hosts
+//! cannot run APICv, so posted interrupts are exercised there.
 
+pub mod apicv;
 pub mod host;
 pub mod software;
 
@@ -31,6 +35,9 @@ use crate::trace::Trace;
 pub enum BackendId {
     /// The models driven by a scripted CPU.
     Software(Profile),
+    /// The scripted CPU with APICv vCPUs: posted interrupts, virtualized TPR/EOI/self-IPI,
+    /// the models behind the exits.
+    SoftwareApicv(Profile),
     /// No in-kernel irqchip: our models own every exit.
     KvmUserspace(Profile),
     /// KVM's LAPIC, our PIC (ExtINT) and PIT.
@@ -43,9 +50,11 @@ pub enum BackendId {
 
 impl BackendId {
     /// Every backend, in table order.
-    pub const ALL: [BackendId; 8] = [
+    pub const ALL: [BackendId; 10] = [
         BackendId::Software(Profile::Kvm),
         BackendId::Software(Profile::Datasheet),
+        BackendId::SoftwareApicv(Profile::Kvm),
+        BackendId::SoftwareApicv(Profile::Datasheet),
         BackendId::KvmUserspace(Profile::Kvm),
         BackendId::KvmUserspace(Profile::Datasheet),
         BackendId::KvmSplit(Profile::Kvm),
@@ -57,7 +66,10 @@ impl BackendId {
     /// The behaviour profile of its models (KVM's for the in-kernel ones).
     pub fn profile(self) -> Profile {
         match self {
-            BackendId::Software(p) | BackendId::KvmUserspace(p) | BackendId::KvmSplit(p) => p,
+            BackendId::Software(p)
+            | BackendId::SoftwareApicv(p)
+            | BackendId::KvmUserspace(p)
+            | BackendId::KvmSplit(p) => p,
             BackendId::KvmKernel | BackendId::KvmMigrate => Profile::Kvm,
         }
     }
@@ -73,7 +85,7 @@ impl BackendId {
 
     /// Whether the LAPIC is one of our models (not KVM's).
     pub fn models_lapic(self) -> bool {
-        matches!(self, BackendId::Software(_) | BackendId::KvmUserspace(_))
+        matches!(self, BackendId::Software(_) | BackendId::SoftwareApicv(_) | BackendId::KvmUserspace(_))
     }
 
     /// Which expectations of `scenario` this backend is held to: the profile its devices have
@@ -96,10 +108,12 @@ impl BackendId {
         }
     }
 
-    /// `software`, `kvm-userspace`, `kvm-split` or `kvm-kernel`.
+    /// `software`, `software-apicv`, `kvm-userspace`, `kvm-split`, `kvm-kernel` or
+    /// `kvm-migrate`.
     pub fn family(self) -> &'static str {
         match self {
             BackendId::Software(_) => "software",
+            BackendId::SoftwareApicv(_) => "software-apicv",
             BackendId::KvmUserspace(_) => "kvm-userspace",
             BackendId::KvmSplit(_) => "kvm-split",
             BackendId::KvmKernel => "kvm-kernel",
@@ -109,7 +123,7 @@ impl BackendId {
 
     /// Whether it needs /dev/kvm.
     pub fn uses_kvm(self) -> bool {
-        !matches!(self, BackendId::Software(_))
+        !matches!(self, BackendId::Software(_) | BackendId::SoftwareApicv(_))
     }
 
     /// Parses a name as printed by `Display` (`kvm-userspace/datasheet`, `kvm-kernel`, …;
@@ -147,7 +161,8 @@ pub struct Unsupported(pub String);
 pub struct Stats {
     /// Interrupts the guest took (all vCPUs).
     pub interrupts: u64,
-    /// VM exits (KVM_RUN returns, including kicks); 0 on the software backend.
+    /// VM exits (KVM_RUN returns, including kicks); on `software-apicv` the exits its APICv
+    /// model took; 0 on `software`.
     pub exits: u64,
     /// Wall time of the run, VM creation included.
     pub wall: Duration,
@@ -242,6 +257,7 @@ pub fn available() -> (Vec<SharedBackend>, Vec<(BackendId, String)>) {
     for id in BackendId::ALL {
         match id {
             BackendId::Software(profile) => backends.push(Box::new(software::Software::new(profile))),
+            BackendId::SoftwareApicv(profile) => backends.push(Box::new(apicv::SoftwareApicv::new(profile))),
             #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
             _ => match &kvm {
                 Ok(caps) => match caps.backend(id) {

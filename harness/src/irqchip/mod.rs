@@ -376,12 +376,19 @@ impl Irqchip {
     /// ExtINT first (KVM's `kvm_cpu_get_interrupt` asks the PIC before the LAPIC), then the
     /// LAPIC's highest deliverable vector.
     pub fn pending_vector(&self, vcpu: usize) -> Option<u8> {
-        if self.pic_reaches(vcpu) {
-            if let Some(vector) = self.pic.pending_vector() {
-                return Some(vector);
-            }
-        }
-        self.lapics.get(vcpu).and_then(LocalApic::pending_interrupt)
+        self.extint_vector(vcpu).or_else(|| self.lapics.get(vcpu).and_then(LocalApic::pending_interrupt))
+    }
+
+    /// The PIC's pending vector if its INT reaches vCPU `vcpu` (ExtINT through LINT0, or the
+    /// BSP without LAPIC models): what a VMM injects itself, APIC virtualization or not.
+    pub fn extint_vector(&self, vcpu: usize) -> Option<u8> {
+        self.pic_reaches(vcpu).then(|| self.pic.pending_vector()).flatten()
+    }
+
+    /// The APIC bus between the LAPIC models (its routing decides which vCPUs an IOAPIC route
+    /// reaches: [`vm_apic::apicv::eoi_exit_bitmap`]).
+    pub fn bus(&self) -> &ApicBus {
+        &self.bus
     }
 
     /// vCPU `vcpu` takes the interrupt [`Irqchip::pending_vector`] announced (INTA).

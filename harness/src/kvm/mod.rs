@@ -79,7 +79,7 @@ impl Caps {
                 self.kernel_irqchip && self.user_space_msr,
                 "KVM_CAP_IRQCHIP/KVM_CAP_PIT2 and KVM_CAP_X86_USER_SPACE_MSR/KVM_CAP_X86_MSR_FILTER",
             ),
-            BackendId::Software(_) => return Err("not a KVM backend".into()),
+            BackendId::Software(_) | BackendId::SoftwareApicv(_) => return Err("not a KVM backend".into()),
         };
         if !ok {
             Err(format!("this KVM lacks {missing}"))

@@ -90,6 +90,10 @@ pub mod msr {
     pub const LDR: u32 = 0x80D;
     /// Spurious interrupt vector.
     pub const SVR: u32 = 0x80F;
+    /// In-service, word n (vectors 32n..32n+31) at `ISR + n`.
+    pub const ISR: u32 = 0x810;
+    /// Interrupt request, word n at `IRR + n`.
+    pub const IRR: u32 = 0x820;
     /// Interrupt command, 64 bits.
     pub const ICR: u32 = 0x830;
     /// SELF IPI (write-only).
@@ -102,6 +106,8 @@ pub mod base {
     pub const XAPIC: u64 = 0xFEE0_0900;
     /// x2APIC mode (EN | EXTD).
     pub const X2APIC: u64 = 0xFEE0_0D00;
+    /// x2APIC mode of an application processor (EN | EXTD, no BSP).
+    pub const AP_X2APIC: u64 = 0xFEE0_0C00;
     /// Globally disabled (neither).
     pub const DISABLED: u64 = 0xFEE0_0100;
     /// EXTD without EN: the invalid state.

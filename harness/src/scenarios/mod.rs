@@ -1,5 +1,5 @@
 //! The built-in scenarios, each with the trace it must produce: the PIC, PIT and TSC ones
-//! here, and [`ioapic`], [`lapic`], [`smp`] and [`migrate`] (built from [`apic`]).
+//! here, and [`ioapic`], [`lapic`], [`smp`], [`migrate`] and [`posted`] (built from [`apic`]).
 //!
 //! Vector bases are Linux's: master 0x30 (IRQ0–7 → 0x30–0x37), slave 0x38 (IRQ8–15 →
 //! 0x38–0x3f). Interrupts are taken only at `Wait`, and every `Wait` has exactly one
@@ -15,6 +15,7 @@ pub mod apic;
 pub mod ioapic;
 pub mod lapic;
 pub mod migrate;
+pub mod posted;
 pub mod smp;
 
 use crate::scenario::Expect::{self, Irq, Value};
@@ -133,6 +134,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(lapic::all());
     all.extend(smp::all());
     all.extend(migrate::all());
+    all.extend(posted::all());
     all
 }
 

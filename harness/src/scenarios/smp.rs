@@ -21,12 +21,12 @@ pub fn all() -> Vec<Scenario> {
 }
 
 /// `Wait`, then EOI.
-fn take() -> [Op; 2] {
+pub(super) fn take() -> [Op; 2] {
     [Op::Wait, eoi()]
 }
 
 /// The BSP: LAPIC on, `setup`, INIT/SIPI to APIC 1, then wait for the AP's hello (0x7f).
-fn bsp_start(setup: &[Op]) -> Vec<Op> {
+pub(super) fn bsp_start(setup: &[Op]) -> Vec<Op> {
     let mut ops = vec![lapic_enable()];
     ops.extend_from_slice(setup);
     ops.extend(start_ap(1));
@@ -35,7 +35,7 @@ fn bsp_start(setup: &[Op]) -> Vec<Op> {
 }
 
 /// The AP: LAPIC on, `setup`, hello (fixed 0x7f) to APIC 0.
-fn ap_start(setup: &[Op]) -> Vec<Op> {
+pub(super) fn ap_start(setup: &[Op]) -> Vec<Op> {
     let mut ops = vec![lapic_enable()];
     ops.extend_from_slice(setup);
     ops.extend(ipi(0, 0x7F));
