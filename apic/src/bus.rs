@@ -55,14 +55,18 @@ bitflags! {
         /// answers to its x2APIC ID when the destination is above 0xFF (the "hotplug hack") and
         /// matches no logical destination above 0xFF. Real xAPICs see the low 8 bits.
         const XAPIC_FULL_DESTINATION = 1 << 1;
-        /// KVM delivers a lowest-priority message to the physical broadcast as fixed, to
-        /// every APIC. SDM: one APIC is chosen among all.
+        /// KVM delivers a lowest-priority message to the physical destination 0xFF as fixed, to
+        /// every APIC (an x2APIC broadcast 0xFFFF_FFFF still goes to one). SDM: one APIC is
+        /// chosen among all.
         const LOWEST_PRIORITY_BROADCAST_AS_FIXED = 1 << 2;
-        /// KVM's lowest-priority policy (`vector_hashing`, on by default): among the matching
-        /// software-enabled APICs, in vCPU order, the one at index `vector % count`. SDM
-        /// profile: the focus processor (an APIC that already has the vector in IRR or ISR,
-        /// when SVR focus checking is on), else the lowest arbitration priority (APR), ties to
-        /// the lowest vCPU index.
+        /// KVM's routing (`kvm_irq_delivery_to_apic` with `vector_hashing`, on by default). A
+        /// lowest-priority message goes to candidate `vector % count`: through the optimized
+        /// map for a logical unicast or multicast (the candidates are the destination's logical
+        /// ID bits in order, and a bit no software-enabled APIC holds drops the message),
+        /// otherwise among the addressed software-enabled APICs in vCPU order. Also selects
+        /// KVM's return value ([`Delivery::kvm_result`]). SDM profile: the focus processor (an
+        /// APIC that already has the vector in IRR or ISR, when SVR focus checking is on),
+        /// else the lowest arbitration priority (APR), ties to the lowest vCPU index.
         const VECTOR_HASHING = 1 << 3;
     }
 }
@@ -136,13 +140,15 @@ pub struct Delivery {
     pub accepted: VcpuSet,
     /// No APIC matched the destination (for lowest priority: no software-enabled candidate).
     pub no_destination: bool,
-    /// What KVM's `kvm_irq_delivery_to_apic` would return: the number of APICs that took the
-    /// message; or, when none did, 0 from its fast path (a unicast or multicast destination
-    /// resolved through its APIC map) and -1 from its slow path (a broadcast destination or a
-    /// shorthand) when it addressed no APIC at all. KVM's IOAPIC sets Remote IRR of a level
-    /// entry unless this is 0 (see [`crate::ioapic::IoApic::not_accepted`]), and
-    /// KVM_SIGNAL_MSI returns it. (KVM also takes its slow path when its map is disabled by
-    /// aliased APIC IDs or mixed logical modes; that case is not modelled.)
+    /// What KVM's `kvm_irq_delivery_to_apic` returns, with the KVM routing
+    /// ([`BusQuirks::VECTOR_HASHING`]): the number of APICs that took the message; or, when
+    /// none did, 0 from its fast path (a unicast or multicast destination resolved through its
+    /// optimized APIC map) and -1 from its slow path (broadcasts, shorthands other than self,
+    /// and everything while the map is invalid: aliased physical IDs, mixed logical modes, a
+    /// logical ID that is not one bit) when it addressed no APIC. KVM's IOAPIC sets Remote IRR
+    /// of a level entry unless this is 0 (see [`crate::ioapic::IoApic::not_accepted`]), and
+    /// KVM_SIGNAL_MSI returns it. With the SDM routing: the count, or -1 when no APIC was
+    /// addressed.
     pub kvm_result: i32,
 }
 
@@ -209,31 +215,36 @@ impl ApicBus {
                 return Err(BusError::NoSuchSource(s));
             }
         }
+        if self.quirks.contains(BusQuirks::VECTOR_HASHING) {
+            return Ok(self.deliver_kvm(apics, irq, source));
+        }
         let mut delivery = Delivery::default();
         let lowest = matches!(irq.delivery_mode, DeliveryMode::LowestPriority) || irq.redirection_hint;
-        let physical_broadcast = irq.shorthand == Shorthand::None
-            && irq.destination_mode == DestinationMode::Physical
-            && irq.destination & 0xFF == XAPIC_BROADCAST;
-        // KVM's slow path: broadcast destinations and shorthands other than "self".
-        let slow_path = matches!(irq.shorthand, Shorthand::AllIncludingSelf | Shorthand::AllExcludingSelf)
-            || (irq.shorthand == Shorthand::None
-                && (irq.destination == XAPIC_BROADCAST || irq.destination == X2APIC_BROADCAST));
-        if lowest
-            && !(physical_broadcast && self.quirks.contains(BusQuirks::LOWEST_PRIORITY_BROADCAST_AS_FIXED))
-        {
-            let Some(target) = self.lowest_priority_target(apics, irq, source) else {
-                delivery.no_destination = true;
-                delivery.kvm_result = if slow_path { -1 } else { 0 };
-                return Ok(delivery);
-            };
-            if let Some(apic) = apics.get_mut(target) {
+        if lowest {
+            let target = self.lowest_priority_target(apics, irq, source);
+            if let Some(apic) = target.and_then(|t| apics.get_mut(t)) {
                 if apic.borrow_mut().accept(irq) {
-                    delivery.accepted.insert(target);
+                    if let Some(t) = target {
+                        delivery.accepted.insert(t);
+                    }
                 }
             }
-            delivery.kvm_result = delivery.count() as i32;
-            return Ok(delivery);
+            delivery.no_destination = target.is_none();
+        } else {
+            delivery.no_destination = !self.deliver_to_matching(apics, irq, source, &mut delivery.accepted);
         }
+        delivery.kvm_result = if delivery.no_destination { -1 } else { delivery.count() as i32 };
+        Ok(delivery)
+    }
+
+    /// Offers `irq` to every APIC it addresses; returns whether any was addressed.
+    fn deliver_to_matching<A: BorrowMut<LocalApic>>(
+        &self,
+        apics: &mut [A],
+        irq: &Interrupt,
+        source: Option<usize>,
+        accepted: &mut VcpuSet,
+    ) -> bool {
         let mut matched = false;
         for (index, apic) in apics.iter_mut().enumerate() {
             let apic = apic.borrow_mut();
@@ -242,12 +253,91 @@ impl ApicBus {
             }
             matched = true;
             if apic.accept(irq) {
-                delivery.accepted.insert(index);
+                accepted.insert(index);
             }
         }
-        delivery.no_destination = !matched;
-        delivery.kvm_result = if slow_path && !matched { -1 } else { delivery.count() as i32 };
-        Ok(delivery)
+        matched
+    }
+
+    /// KVM's `kvm_irq_delivery_to_apic`: its fast path through the optimized APIC map (unicast
+    /// and multicast destinations, while the map is valid), else its slow path over every vCPU,
+    /// with vector hashing for lowest priority and KVM's return value.
+    fn deliver_kvm<A: BorrowMut<LocalApic>>(
+        &self,
+        apics: &mut [A],
+        irq: &Interrupt,
+        source: Option<usize>,
+    ) -> Delivery {
+        let mut delivery = Delivery::default();
+        let lowest = matches!(irq.delivery_mode, DeliveryMode::LowestPriority) || irq.redirection_hint;
+        let views: &[A] = apics;
+        let map = KvmMap::of(views);
+        let source_x2apic =
+            source.and_then(|s| views.get(s)).is_some_and(|a| a.borrow().mode() == ApicMode::X2Apic);
+        let broadcast = if self.quirks.contains(BusQuirks::X2APIC_BROADCAST_FROM_XAPIC_FORMAT) {
+            irq.destination == if source_x2apic { X2APIC_BROADCAST } else { XAPIC_BROADCAST }
+        } else {
+            (irq.destination == XAPIC_BROADCAST && map.logical != LogicalMap::X2Apic)
+                || irq.destination == X2APIC_BROADCAST
+        };
+        let fast = map.physical_valid
+            && match irq.shorthand {
+                Shorthand::ToSelf => true,
+                Shorthand::None => {
+                    !broadcast
+                        && (irq.destination_mode == DestinationMode::Physical
+                            || map.logical != LogicalMap::Disabled)
+                }
+                _ => false,
+            };
+        if fast {
+            let target = if lowest
+                && irq.shorthand == Shorthand::None
+                && irq.destination_mode == DestinationMode::Logical
+            {
+                Some(map.hashed_logical_target(views, irq))
+            } else if lowest {
+                // A physical unicast or self: the one addressed APIC, whatever its state.
+                Some(
+                    (0..views.len())
+                        .find(|&i| views.get(i).is_some_and(|a| self.addresses(a.borrow(), i, irq, source))),
+                )
+            } else {
+                None
+            };
+            match target {
+                Some(Some(index)) => {
+                    if apics.get_mut(index).is_some_and(|a| a.borrow_mut().accept(irq)) {
+                        delivery.accepted.insert(index);
+                    }
+                }
+                Some(None) => delivery.no_destination = true,
+                None => {
+                    let matched = self.deliver_to_matching(apics, irq, source, &mut delivery.accepted);
+                    delivery.no_destination = !matched;
+                }
+            }
+            // The fast path answers 0 when nobody took the message.
+            delivery.kvm_result = delivery.count() as i32;
+            return delivery;
+        }
+        // The slow path: -1 until an APIC is addressed.
+        let physical_broadcast_fixed = irq.destination_mode == DestinationMode::Physical
+            && irq.destination == XAPIC_BROADCAST
+            && self.quirks.contains(BusQuirks::LOWEST_PRIORITY_BROADCAST_AS_FIXED);
+        if lowest && !physical_broadcast_fixed {
+            let target = self.lowest_priority_target(views, irq, source);
+            if let Some(index) = target {
+                if apics.get_mut(index).is_some_and(|a| a.borrow_mut().accept(irq)) {
+                    delivery.accepted.insert(index);
+                }
+            }
+            delivery.no_destination = target.is_none();
+        } else {
+            delivery.no_destination = !self.deliver_to_matching(apics, irq, source, &mut delivery.accepted);
+        }
+        delivery.kvm_result = if delivery.no_destination { -1 } else { delivery.count() as i32 };
+        delivery
     }
 
     /// The vCPUs `irq` addresses, without delivering it (for EOI-exit bitmaps and posted
@@ -362,6 +452,115 @@ impl ApicBus {
             return Some(index);
         }
         candidates().min_by_key(|(index, apic)| ((*apic).borrow().apr(), *index)).map(|(index, _)| index)
+    }
+}
+
+/// The logical half of KVM's optimized APIC map (`kvm_recalculate_logical_map`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LogicalMap {
+    /// No software-enabled APIC has a logical ID.
+    SwDisabled,
+    /// x2APIC clusters (the physical map read 16 IDs at a time).
+    X2Apic,
+    /// xAPIC flat model: one cluster of 8 bits.
+    Flat,
+    /// xAPIC cluster model: 16 clusters of 4 bits.
+    Cluster,
+    /// Mixed models, or a logical ID of several bits or shared by two APICs.
+    Disabled,
+}
+
+/// What KVM's optimized APIC map makes of a set of APICs (`kvm_recalculate_apic_map`).
+struct KvmMap {
+    /// No two enabled APICs share a physical ID (else KVM has no map at all).
+    physical_valid: bool,
+    logical: LogicalMap,
+    /// The largest physical ID, at least 255 (`max_apic_id`).
+    max_id: u32,
+}
+
+impl KvmMap {
+    fn physical_id(apic: &LocalApic) -> u32 {
+        apic.id()
+    }
+
+    fn of<A: core::borrow::Borrow<LocalApic>>(apics: &[A]) -> KvmMap {
+        let enabled = || apics.iter().map(|a| a.borrow()).filter(|a| a.is_enabled());
+        let physical_valid = enabled().enumerate().all(|(i, a)| {
+            enabled().skip(i.saturating_add(1)).all(|b| Self::physical_id(a) != Self::physical_id(b))
+        });
+        let max_id = enabled().map(|a| a.config().id).fold(255, u32::max);
+        let mut logical = LogicalMap::SwDisabled;
+        let mut slots = [0u8; 16];
+        for apic in enabled().filter(|a| a.is_software_enabled() && a.ldr() != 0) {
+            let mode = if apic.mode() == ApicMode::X2Apic {
+                LogicalMap::X2Apic
+            } else if apic.dfr() == 0xFFFF_FFFF {
+                LogicalMap::Flat
+            } else {
+                LogicalMap::Cluster
+            };
+            if logical == LogicalMap::SwDisabled {
+                logical = mode;
+            } else if logical != mode {
+                logical = LogicalMap::Disabled;
+                break;
+            }
+            let id = apic.ldr() >> 24;
+            let (cluster, mask) = match mode {
+                LogicalMap::Flat => (0, id),
+                LogicalMap::Cluster => ((id >> 4) as usize, id & 0xF),
+                _ => continue,
+            };
+            if mask == 0 {
+                continue;
+            }
+            let Some(slot) = slots.get_mut(cluster) else { continue };
+            if !mask.is_power_of_two() || *slot & (mask as u8) != 0 {
+                logical = LogicalMap::Disabled;
+                break;
+            }
+            *slot |= mask as u8;
+        }
+        KvmMap { physical_valid, logical, max_id }
+    }
+
+    /// The vCPU a logical lowest-priority message picks through the map, or `None` if the
+    /// chosen slot is empty or the destination names none (KVM drops the message).
+    fn hashed_logical_target<A: core::borrow::Borrow<LocalApic>>(
+        &self,
+        apics: &[A],
+        irq: &Interrupt,
+    ) -> Option<usize> {
+        let dest = irq.destination;
+        // The destination's cluster mask, and the logical ID of slot `bit`.
+        let (mask, cluster) = match self.logical {
+            LogicalMap::X2Apic => {
+                let offset = (dest >> 16).saturating_mul(16);
+                if offset > self.max_id {
+                    (0, offset)
+                } else {
+                    // offset ≤ max_id, and 1 ≤ size ≤ 16.
+                    let size = self.max_id.wrapping_sub(offset).saturating_add(1).min(16);
+                    (dest & (0xFFFF >> 16u32.wrapping_sub(size)), offset)
+                }
+            }
+            LogicalMap::Flat => (dest & 0xFF, 0),
+            LogicalMap::Cluster => (dest & 0xF, (dest >> 4) & 0xF),
+            _ => (0, 0),
+        };
+        let count = mask.count_ones();
+        let nth = u32::from(irq.vector).checked_rem(count)?;
+        let bit = (0..16u32).filter(|b| mask & (1 << b) != 0).nth(nth as usize)?;
+        apics.iter().position(|a| {
+            let a = a.borrow();
+            match self.logical {
+                // The physical map's entry for x2APIC ID `cluster + bit`.
+                LogicalMap::X2Apic => a.is_enabled() && Self::physical_id(a) == cluster.saturating_add(bit),
+                LogicalMap::Flat => a.is_software_enabled() && a.ldr() >> 24 == 1 << bit,
+                _ => a.is_software_enabled() && a.ldr() >> 24 == (cluster << 4 | 1 << bit),
+            }
+        })
     }
 }
 

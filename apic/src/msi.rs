@@ -140,8 +140,10 @@ pub struct Interrupt {
     pub destination_mode: DestinationMode,
     /// Edge or level.
     pub trigger_mode: TriggerMode,
-    /// Assert (`true`) or de-assert. Only a level-triggered INIT de-assert IPI carries
-    /// `false`; an IOAPIC or MSI message always asserts.
+    /// The ICR's level bit (14): assert (`true`) or de-assert. It matters only for
+    /// level-triggered messages: a level-triggered fixed message with `false` is a de-assert,
+    /// which APICs ignore, and a level-triggered INIT with `false` is the legacy INIT de-assert.
+    /// Edge IPIs commonly leave it clear. An IOAPIC message or MSI always asserts.
     pub level: bool,
     /// The destination: an APIC ID (physical) or a message destination address (logical).
     /// 8 bits for xAPIC-format messages (0xFF is the broadcast), 32 bits from an x2APIC
@@ -173,7 +175,8 @@ pub struct MsiMessage {
     /// The address: 0xFEE in bits 31:20, destination in 19:12, redirection hint in bit 3,
     /// destination mode in bit 2.
     pub address: u64,
-    /// The data: vector in bits 7:0, delivery mode in 10:8, level in 14, trigger in 15.
+    /// The data: vector in bits 7:0, delivery mode in 10:8, level in 14 (ignored on decode:
+    /// an MSI always asserts), trigger in 15.
     pub data: u32,
 }
 
@@ -213,12 +216,9 @@ impl MsiMessage {
                 DestinationMode::Physical
             },
             trigger_mode,
-            // An edge message always asserts; a level one says which (KVM reads bit 14 the
-            // same way, and every device sets it).
-            level: match trigger_mode {
-                TriggerMode::Edge => true,
-                TriggerMode::Level => data & MSI_DATA_LEVEL_ASSERT != 0,
-            },
+            // An MSI always asserts: the data's bit 14 is not read (KVM's `kvm_set_msi_irq` sets
+            // the level to 1, and QEMU's IOAPIC does not set the bit for its level messages).
+            level: true,
             destination,
             shorthand: Shorthand::None,
             redirection_hint: address & MSI_ADDR_REDIRECTION_HINT != 0,
@@ -309,8 +309,11 @@ mod tests {
     }
 
     #[test]
-    fn an_edge_message_always_asserts() {
-        let msi = MsiMessage { address: 0xFEE0_0000, data: 0x0030 };
-        assert!(msi.decode(MsiFormat::default()).unwrap().level);
+    fn an_msi_always_asserts() {
+        // Edge, and level without bit 14 (as QEMU's IOAPIC builds its level messages).
+        for data in [0x0030, 0x8031] {
+            let msi = MsiMessage { address: 0xFEE0_0000, data };
+            assert!(msi.decode(MsiFormat::default()).unwrap().level, "{data:#x}");
+        }
     }
 }

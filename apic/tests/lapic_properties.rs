@@ -393,13 +393,16 @@ proptest! {
             .filter(|(i, s)| s.software_enabled && oracle_addresses(s, *i, &irq, source))
             .map(|(i, _)| i)
             .collect();
-        prop_assert_eq!(delivery.count(), usize::from(!candidates.is_empty()));
         let first = delivery.accepted.iter().next();
+        if kvm {
+            // KVM's map may order the candidates by logical-ID bit, or drop the message when
+            // the hashed bit has no APIC: at most one, and a candidate.
+            prop_assert!(delivery.count() <= 1);
+        } else {
+            prop_assert_eq!(delivery.count(), usize::from(!candidates.is_empty()));
+        }
         if let Some(target) = first {
             prop_assert!(candidates.contains(&target));
-            if kvm {
-                prop_assert_eq!(target, candidates[usize::from(irq.vector) % candidates.len()]);
-            }
         }
     }
 }

@@ -25,7 +25,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use vm_apic::apicv::pid::{NotificationDestination, PostOutcome, PostedInterruptDescriptor};
-use vm_apic::apicv::{Controls, MsrWrite, VirtualApic, VIRR};
+use vm_apic::apicv::{Controls, MsrRead, MsrWrite, VirtualApic, VIRR};
 use vm_apic::lapic::{regs, LapicConfig, LocalApic, Quirks};
 use vm_apic::{Interrupt, VectorSet};
 
@@ -210,8 +210,10 @@ pub fn run(data: &[u8]) {
                     running = vapic.vm_entry().is_ok();
                 }
             }
-            Op::Rdmsr(low) => {
-                let _ = vapic.rdmsr(0x800 | u32::from(low));
+            // An MSR-read exit: the VMM emulates it and re-enters.
+            Op::Rdmsr(low) if running && vapic.rdmsr(0x800 | u32::from(low)) == MsrRead::NotVirtualized => {
+                vapic.vm_exit();
+                running = vapic.vm_entry().is_ok();
             }
             Op::Wrmsr(low, value) if running => {
                 let msr = 0x800 | u32::from(low);
@@ -219,7 +221,7 @@ pub fn run(data: &[u8]) {
                 if result != MsrWrite::NotVirtualized && result != MsrWrite::GeneralProtection {
                     equivalent = false;
                 }
-                if matches!(result, MsrWrite::Exit(_)) {
+                if matches!(result, MsrWrite::Exit(_) | MsrWrite::NotVirtualized) {
                     running = vapic.vm_entry().is_ok();
                 }
             }

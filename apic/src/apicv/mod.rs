@@ -391,12 +391,16 @@ impl VirtualApic {
     /// PPR virtualization and the evaluation of pending virtual interrupts (SDM "Checks on
     /// Guest State", "Virtual-Interrupt Delivery" at VM entry). The recognized interrupt is
     /// delivered by the next [`VirtualApic::deliver`].
-    pub fn vm_entry(&mut self) -> Result<(), ControlError> {
+    ///
+    /// Without virtual-interrupt delivery, a TPR threshold above VTPR bits 7:4 fails the entry
+    /// when APIC accesses are not virtualized, and otherwise causes a TPR-below-threshold VM
+    /// exit right after it (returned; SDM "VM Exits Induced by the TPR Threshold").
+    pub fn vm_entry(&mut self) -> Result<Option<VmExit>, ControlError> {
         self.controls.validate()?;
-        if self.controls.contains(Controls::USE_TPR_SHADOW)
+        let below = self.controls.contains(Controls::USE_TPR_SHADOW)
             && !self.vid()
-            && self.tpr_threshold > self.vtpr_class()
-        {
+            && self.tpr_threshold > self.vtpr_class();
+        if below && !self.controls.contains(Controls::VIRTUALIZE_APIC_ACCESSES) {
             return Err(ControlError::TprThresholdAboveVtpr);
         }
         if self.vid() {
@@ -405,7 +409,22 @@ impl VirtualApic {
         } else {
             self.recognized = false;
         }
-        Ok(())
+        Ok(below.then_some(VmExit::TprBelowThreshold))
+    }
+
+    /// Loads the page from `apic`'s registers at host TSC `now` ([`VirtualApicPage::load_lapic`])
+    /// and sets RVI and SVI from the loaded VIRR and VISR, as a VMM does when a vCPU moves onto
+    /// APIC virtualization (KVM's `apicv_post_state_restore`). Takes effect at the next VM entry.
+    pub fn load_lapic(&mut self, apic: &LocalApic, now: u64) {
+        self.page.load_lapic(apic, now);
+        self.update_rvi();
+        self.update_svi();
+    }
+
+    /// RVI ← the highest VIRR bit (0 if none), after the VMM changed VIRR.
+    #[inline]
+    pub fn update_rvi(&mut self) {
+        self.rvi = self.page.highest(VIRR).unwrap_or(0);
     }
 
     // ----- the processor's operations (SDM 29.1–29.6) -------------------------------------------
@@ -490,8 +509,9 @@ impl VirtualApic {
     }
 
     /// MOV to CR8 in the guest with "use TPR shadow": VTPR ← `CR8[3:0]` << 4, then TPR
-    /// virtualization. (Without the control, MOV CR8 is the VMM's: returns `None` and changes
-    /// nothing.)
+    /// virtualization. Without the control MOV CR8 is not virtualized (it is the VMM's, by the
+    /// CR8-load exiting control): this returns `None` and changes nothing, so check
+    /// [`Controls::USE_TPR_SHADOW`] first.
     pub fn write_cr8(&mut self, cr8: u8) -> Option<VmExit> {
         if !self.controls.contains(Controls::USE_TPR_SHADOW) {
             return None;
@@ -658,6 +678,7 @@ impl VirtualApic {
     /// MSR 0x800–0x8FF reads the 64 bits at page offset `(msr & 0xFF) << 4` (the processor does
     /// not check that the register exists, so a VMM must keep intercepting the absent ones, the
     /// current count and the write-only ones); without it only the TPR MSR is virtualized.
+    /// [`MsrRead::NotVirtualized`] is an MSR-read exit: call [`VirtualApic::vm_exit`].
     pub fn rdmsr(&self, msr: u32) -> MsrRead {
         if !self.controls.contains(Controls::VIRTUALIZE_X2APIC_MODE) || !(0x800..=0x8FF).contains(&msr) {
             return MsrRead::NotVirtualized;
@@ -675,6 +696,7 @@ impl VirtualApic {
     /// VMM's.
     pub fn wrmsr(&mut self, msr: u32, value: u64) -> MsrWrite {
         if !self.controls.contains(Controls::VIRTUALIZE_X2APIC_MODE) {
+            self.recognized = false;
             return MsrWrite::NotVirtualized;
         }
         let vid = self.vid();
@@ -705,7 +727,10 @@ impl VirtualApic {
                     MsrWrite::Exit(VmExit::ApicWrite { offset: regs::SELF_IPI })
                 }
             }
-            _ => return MsrWrite::NotVirtualized,
+            _ => {
+                self.recognized = false;
+                return MsrWrite::NotVirtualized;
+            }
         };
         if matches!(result, MsrWrite::Exit(_)) {
             self.recognized = false;
@@ -714,21 +739,27 @@ impl VirtualApic {
     }
 }
 
-/// The EOI-exit bitmap vCPU `vcpu` needs: the vectors of the IOAPIC's level-triggered routes
-/// that can reach it (a lowest-priority route counts for every candidate), so that their EOIs
-/// come back to the VMM's IOAPIC (KVM computes it from the routes, `ioapic_handled_vectors`,
-/// not from TMR: a vector must exit even before its first delivery). Recompute it whenever a
-/// redirection entry or an APIC's addressing changes; edge vectors are left out, since every
-/// EOI exit costs a VM exit.
+/// The EOI-exit bitmap vCPU `vcpu` needs, as KVM computes it (`kvm_ioapic_scan_entry`): the
+/// vectors of the IOAPIC's level-triggered routes that can reach it (a lowest-priority route
+/// counts for every candidate), and of those that no longer do but whose vector is still
+/// `in_flight` on it — requested or in service (VIRR ∪ VISR, and PIR after a sync; KVM's
+/// `kvm_apic_pending_eoi`). Without the second part, a route the guest moves while its
+/// interrupt is pending loses its EOI, and Remote IRR stays set for good. KVM computes it from
+/// the routes, not from TMR: a vector must exit even before its first delivery. Recompute it
+/// whenever a redirection entry or an APIC's addressing changes; edge vectors are left out,
+/// since every EOI exit costs a VM exit.
 pub fn eoi_exit_bitmap<A: Borrow<LocalApic>>(
     ioapic: &IoApic,
     bus: &ApicBus,
     apics: &[A],
     vcpu: usize,
+    in_flight: &VectorSet,
 ) -> VectorSet {
     ioapic
         .level_routes()
-        .filter(|(_, irq)| bus.destinations(apics, irq, None).contains(vcpu))
+        .filter(|(_, irq)| {
+            in_flight.contains(irq.vector) || bus.destinations(apics, irq, None).contains(vcpu)
+        })
         .map(|(_, irq)| irq.vector)
         .collect()
 }

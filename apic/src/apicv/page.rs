@@ -214,8 +214,11 @@ impl VirtualApicPage {
         self.write(regs::TIMER_DIVIDE_CONFIG, s.timer.divide_config);
     }
 
-    /// The first 1 KiB of the page: the LAPIC register image KVM_GET_LAPIC returns (compare it
-    /// with the `regs` of a `kvm_lapic_state`).
+    /// The first 1 KiB of the page: the LAPIC register image. In xAPIC mode it is what
+    /// KVM_GET_LAPIC returns (compare it with the `regs` of a `kvm_lapic_state`); in x2APIC
+    /// mode the page keeps the 64-bit ICR at 0x300–0x307 and the unshifted ID, where
+    /// KVM_GET_LAPIC also copies the ICR's high half to 0x310 and (without 32-bit IDs) shifts
+    /// the ID.
     pub fn lapic_image(&self) -> [u8; 1024] {
         let mut image = [0u8; 1024];
         for (chunk, word) in image.chunks_exact_mut(4).zip(self.words.iter()) {
@@ -272,7 +275,7 @@ mod tests {
         // The same image KVM_GET_LAPIC would give for this APIC.
         #[cfg(all(feature = "kvm", target_arch = "x86_64", target_os = "linux"))]
         {
-            let kvm = apic.to_kvm(0, false);
+            let kvm = apic.to_kvm(0, crate::lapic::kvm::KvmLapicFormat::default());
             let image = page.lapic_image();
             for (i, (&a, &b)) in image.iter().zip(kvm.regs.iter()).enumerate() {
                 assert_eq!(a, b as u8, "byte {i:#x}");

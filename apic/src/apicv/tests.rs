@@ -122,6 +122,26 @@ fn the_eoi_exit_bitmap_turns_an_eoi_into_an_eoi_induced_exit() {
 }
 
 #[test]
+fn loading_a_lapic_sets_rvi_and_svi() {
+    use crate::lapic::LapicConfig;
+    use crate::Interrupt;
+    let mut apic = LocalApic::new(LapicConfig::default());
+    let _ = apic.mmio_write(SVR.into(), &0x1FFu32.to_le_bytes(), 0);
+    let _ = apic.accept(&Interrupt { vector: 0x70, level: true, ..Interrupt::default() });
+    let _ = apic.acknowledge();
+    let _ = apic.accept(&Interrupt { vector: 0x50, level: true, ..Interrupt::default() });
+    let _ = apic.accept(&Interrupt { vector: 0x90, level: true, ..Interrupt::default() });
+    let mut v = VirtualApic::new(Controls::APICV);
+    v.load_lapic(&apic, 0);
+    assert_eq!((v.rvi(), v.svi()), (0x90, 0x70));
+    v.vm_entry().unwrap();
+    // 0x50 waits behind the loaded in-service 0x70 until its EOI.
+    assert_eq!(take_all(&mut v), [0x90]);
+    assert_eq!(v.write_apic_access(EOI, &[0; 4]), None);
+    assert_eq!(take_all(&mut v), [0x50]);
+}
+
+#[test]
 fn eoi_ends_svi_so_svi_must_match_visr() {
     // A VMM that restores VISR must update SVI (KVM's hwapic_isr_update).
     let mut v = VirtualApic::new(Controls::APICV);
@@ -211,8 +231,11 @@ fn without_virtual_interrupt_delivery_tpr_below_threshold_exits() {
     v.vm_entry().unwrap();
     assert_eq!(v.write_cr8(4), None, "not below");
     assert_eq!(v.write_cr8(3), Some(VmExit::TprBelowThreshold));
-    // A threshold above VTPR's class is a VM-entry failure.
+    // A threshold above VTPR's class: with APIC accesses virtualized, a TPR-below-threshold
+    // exit right after entry; without, a VM-entry failure.
     v.set_tpr_threshold(5);
+    assert_eq!(v.vm_entry(), Ok(Some(VmExit::TprBelowThreshold)));
+    v.set_controls(Controls::USE_TPR_SHADOW);
     assert_eq!(v.vm_entry(), Err(ControlError::TprThresholdAboveVtpr));
 }
 
@@ -335,6 +358,13 @@ fn the_eoi_exit_bitmap_covers_the_level_routes_that_reach_the_vcpu() {
         })
         .collect();
     let bus = ApicBus::default();
-    assert!(eoi_exit_bitmap(&ioapic, &bus, &apics, 0).iter().eq([0x51]));
-    assert!(eoi_exit_bitmap(&ioapic, &bus, &apics, 1).iter().eq([0x52]));
+    let none = VectorSet::EMPTY;
+    assert!(eoi_exit_bitmap(&ioapic, &bus, &apics, 0, &none).iter().eq([0x51]));
+    assert!(eoi_exit_bitmap(&ioapic, &bus, &apics, 1, &none).iter().eq([0x52]));
+    // The guest moves pin 1 to APIC 1 while 0x51 is still in service on vCPU 0: vCPU 0 must
+    // keep exiting on its EOI, or the IOAPIC never sees it.
+    program(&mut ioapic, 1, 0x0000_8051, 1);
+    assert!(eoi_exit_bitmap(&ioapic, &bus, &apics, 0, &none).iter().eq([] as [u8; 0]));
+    let in_service: VectorSet = [0x51].into_iter().collect();
+    assert!(eoi_exit_bitmap(&ioapic, &bus, &apics, 0, &in_service).iter().eq([0x51]));
 }

@@ -58,9 +58,15 @@ fn physical_destination_reaches_the_apic_with_that_id() {
     // No such APIC: nobody, and the delivery says so (KVM's fast path answers 0).
     let d = bus.deliver(&mut apics, &msg(0x31, DestinationMode::Physical, 9), None).unwrap();
     assert!(d.accepted.is_empty() && d.no_destination);
-    assert_eq!(d.kvm_result, 0);
-    let d = bus.deliver(&mut apics, &msg(0x32, DestinationMode::Physical, 1), None).unwrap();
+    let kvm = ApicBus::new(BusQuirks::KVM);
+    let d = kvm.deliver(&mut apics, &msg(0x31, DestinationMode::Physical, 9), None).unwrap();
+    assert_eq!((d.no_destination, d.kvm_result), (true, 0));
+    let d = kvm.deliver(&mut apics, &msg(0x32, DestinationMode::Physical, 1), None).unwrap();
     assert_eq!(d.kvm_result, 1);
+    // With aliased IDs KVM has no map: its slow path answers -1 for a miss.
+    write(&mut apics[3], regs::ID, 2 << 24);
+    let d = kvm.deliver(&mut apics, &msg(0x33, DestinationMode::Physical, 9), None).unwrap();
+    assert_eq!(d.kvm_result, -1);
 }
 
 #[test]
@@ -246,6 +252,37 @@ fn kvm_result_is_minus_one_when_its_slow_path_addresses_nobody() {
         .unwrap();
     assert!(!d.no_destination);
     assert_eq!(d.kvm_result, 0);
+}
+
+#[test]
+fn kvm_hashes_a_logical_multicast_over_the_logical_id_bits() {
+    // Flat mode, vCPU 0 has LDR bit 1 and vCPU 1 bit 0: KVM's map orders the candidates by
+    // bit, so vector 0x30 (0x30 % 2 = 0) picks bit 0, which is vCPU 1.
+    let mut apics = apics(&[0, 1], Quirks::KVM);
+    write(&mut apics[0], regs::LDR, 0x02 << 24);
+    write(&mut apics[1], regs::LDR, 0x01 << 24);
+    let irq = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x30, DestinationMode::Logical, 0x03)
+    };
+    assert_eq!(delivered(ApicBus::new(BusQuirks::KVM), &mut apics, &irq, None), [1]);
+    // A bit that no APIC holds drops the message (fast path: 0).
+    let irq = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x31, DestinationMode::Logical, 0x06)
+    };
+    let d = ApicBus::new(BusQuirks::KVM).deliver(&mut apics, &irq, None).unwrap();
+    assert_eq!((d.count(), d.kvm_result), (0, 0), "0x31 % 2 = 1 picks bit 2: nobody");
+}
+
+#[test]
+fn kvm_sends_a_lowest_priority_x2apic_broadcast_to_one_vcpu() {
+    let mut apics = x2apics(&[0, 1, 2, 3]);
+    let irq = Interrupt {
+        delivery_mode: DeliveryMode::LowestPriority,
+        ..msg(0x42, DestinationMode::Physical, X2APIC_BROADCAST)
+    };
+    assert_eq!(delivered(ApicBus::new(BusQuirks::KVM), &mut apics, &irq, Some(0)), [0x42 % 4]);
 }
 
 #[test]

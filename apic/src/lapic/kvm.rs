@@ -5,7 +5,9 @@
 //! * the ID at 0x20: `id << 24` in xAPIC mode; in x2APIC mode the 32-bit x2APIC ID, shifted
 //!   left by 24 unless userspace enabled `KVM_X2APIC_API_USE_32BIT_IDS` (`x2apic_format`);
 //! * the x2APIC ICR split into ICR (0x300, bits 31:0) and ICR2 (0x310, bits 63:32), the xAPIC
-//!   ICR2 holding the destination in bits 31:24;
+//!   ICR2 holding the destination in bits 31:24; where KVM keeps the x2APIC ICR as one 64-bit
+//!   register (`x2apic_icr_is_split` false: VMX and this project's hosts), its high half is also
+//!   at 0x304 ([`KvmLapicFormat`]);
 //! * the timer current count (0x390) computed at the time of the snapshot; KVM_SET_LAPIC
 //!   restarts the countdown from it;
 //! * PPR (0xA0) as last computed; APR, EOI and RRD slots 0.
@@ -19,6 +21,17 @@ use kvm_bindings::kvm_lapic_state;
 
 use super::regs::{self, LvtEntry, TimerMode};
 use super::{ApicMode, LocalApic, LocalApicState, StateError};
+
+/// How a KVM host lays out the x2APIC parts of `kvm_lapic_state`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KvmLapicFormat {
+    /// The VMM enabled `KVM_X2APIC_API_USE_32BIT_IDS`: the x2APIC ID is at 0x20 unshifted
+    /// (else shifted left by 24).
+    pub x2apic_ids_32bit: bool,
+    /// KVM keeps the x2APIC ICR split in two 32-bit registers (`x2apic_icr_is_split`, SVM with
+    /// AVIC); else it is one 64-bit register at 0x300 and its high half reads at 0x304 too.
+    pub x2apic_icr_split: bool,
+}
 
 fn get(page: &kvm_lapic_state, offset: u32) -> u32 {
     let at = offset as usize;
@@ -40,13 +53,12 @@ fn set(page: &mut kvm_lapic_state, offset: u32, value: u32) {
 
 impl LocalApic {
     /// The register page as KVM_GET_LAPIC returns it at host TSC `now` (the current count is
-    /// computed for `now`). `x2apic_format` is whether the VMM enabled
-    /// `KVM_X2APIC_API_USE_32BIT_IDS`.
-    pub fn to_kvm(&self, now: u64, x2apic_format: bool) -> kvm_lapic_state {
+    /// computed for `now`) on a host with `format`.
+    pub fn to_kvm(&self, now: u64, format: KvmLapicFormat) -> kvm_lapic_state {
         let s = &self.state;
         let mut page = kvm_lapic_state { regs: [0; 1024] };
         let x2apic = s.mode() == ApicMode::X2Apic;
-        let id = if x2apic && x2apic_format {
+        let id = if x2apic && format.x2apic_ids_32bit {
             self.config.id
         } else if x2apic {
             self.config.id << 24
@@ -69,6 +81,9 @@ impl LocalApic {
         set(&mut page, regs::ESR, s.esr);
         set(&mut page, regs::ICR_LOW, s.icr as u32);
         set(&mut page, regs::ICR_HIGH, (s.icr >> 32) as u32);
+        if x2apic && !format.x2apic_icr_split {
+            set(&mut page, regs::ICR_LOW | 4, (s.icr >> 32) as u32);
+        }
         for entry in LvtEntry::ALL {
             set(&mut page, entry.offset(), s.lvt(entry));
         }
@@ -82,7 +97,9 @@ impl LocalApic {
     /// Replaces the state with KVM's register page, IA32_APIC_BASE `apic_base` and
     /// IA32_TSC_DEADLINE `tsc_deadline`, as KVM_SET_MSRS + KVM_SET_LAPIC do at host TSC `now`.
     /// A running one-shot or periodic count restarts from the page's current count (a periodic
-    /// timer at count 0 restarts a full period, a one-shot at 0 stays expired). The latched
+    /// timer at count 0 restarts a full period; a one-shot at 0 with a non-zero initial count
+    /// fires at the next [`LocalApic::advance`], as KVM_SET_LAPIC does — so a one-shot that had
+    /// already expired fires again). The latched
     /// events, wait-for-SIPI, the ESR accumulator and the LINT levels are kept. The state is
     /// validated like [`LocalApic::restore`]; on error nothing changes.
     ///
@@ -127,8 +144,11 @@ impl LocalApic {
         let bus = self.bus_ticks(now);
         s.timer.expiry = match mode {
             _ if period == 0 => None,
-            // KVM clamps a current count above the initial count to the initial count.
-            TimerMode::OneShot if count != 0 => Some(bus.saturating_add(count.min(period))),
+            // KVM clamps a current count above the initial count to the initial count. A
+            // one-shot at count 0 with a non-zero initial count is due at once, as KVM restarts
+            // it: the page cannot tell "expired" from "in its last count" (the count rounds
+            // down), and an interrupt delivered twice is better than one lost.
+            TimerMode::OneShot => Some(bus.saturating_add(count.min(period))),
             TimerMode::Periodic => {
                 Some(bus.saturating_add(if count == 0 { period } else { count.min(period) }))
             }
@@ -176,7 +196,7 @@ mod tests {
     #[test]
     fn the_page_has_every_register_at_its_offset() {
         let apic = busy_apic(Quirks::KVM);
-        let page = apic.to_kvm(3000, false);
+        let page = apic.to_kvm(3000, KvmLapicFormat::default());
         assert_eq!(get(&page, regs::ID), 2 << 24);
         assert_eq!(get(&page, regs::VERSION), 0x0006_0014);
         assert_eq!(get(&page, regs::TPR), 0x21);
@@ -198,11 +218,11 @@ mod tests {
     fn a_page_from_the_model_restores_the_same_apic() {
         for quirks in [Quirks::SDM, Quirks::KVM] {
             let apic = busy_apic(quirks);
-            let page = apic.to_kvm(3000, false);
+            let page = apic.to_kvm(3000, KvmLapicFormat::default());
             let mut copy = LocalApic::new(*apic.config());
             copy.restore_kvm(&page, apic.apic_base(), 0, 3000).unwrap();
             assert_eq!(copy, apic, "{quirks:?}");
-            assert_eq!(copy.to_kvm(3000, false).regs, page.regs);
+            assert_eq!(copy.to_kvm(3000, KvmLapicFormat::default()).regs, page.regs);
         }
     }
 
@@ -212,10 +232,16 @@ mod tests {
         apic.host_write_apic_base(0xFEE0_0D00).unwrap();
         apic.wrmsr(0x80F, 0x1FF, 0).unwrap();
         apic.wrmsr(0x830, 0x0000_0105_0000_4041, 0).unwrap();
-        let page = apic.to_kvm(0, true);
+        let ids = KvmLapicFormat { x2apic_ids_32bit: true, x2apic_icr_split: true };
+        let page = apic.to_kvm(0, ids);
         assert_eq!(get(&page, regs::ID), 0x105);
-        assert_eq!(get(&apic.to_kvm(0, false), regs::ID), 0x105 << 24);
+        assert_eq!(get(&apic.to_kvm(0, KvmLapicFormat::default()), regs::ID), 0x105 << 24);
         assert_eq!((get(&page, regs::ICR_LOW), get(&page, regs::ICR_HIGH)), (0x4041, 0x105));
+        assert_eq!(get(&page, regs::ICR_LOW | 4), 0, "split: nothing at 0x304");
+        // Unsplit (VMX): the 64-bit register at 0x300, its high half also at 0x310.
+        let unsplit = apic.to_kvm(0, KvmLapicFormat::default());
+        assert_eq!(get(&unsplit, regs::ICR_LOW | 4), 0x105);
+        assert_eq!(get(&unsplit, regs::ICR_HIGH), 0x105);
         assert_eq!(get(&page, regs::LDR), 0x0010_0020);
         let mut copy = LocalApic::new(*apic.config());
         copy.restore_kvm(&page, apic.apic_base(), 0, 0).unwrap();
@@ -225,7 +251,7 @@ mod tests {
     #[test]
     fn a_restored_periodic_timer_restarts_from_the_current_count() {
         let mut apic = LocalApic::new(LapicConfig::default());
-        let mut page = apic.to_kvm(0, false);
+        let mut page = apic.to_kvm(0, KvmLapicFormat::default());
         set(&mut page, regs::SVR, 0x1FF);
         set(&mut page, regs::TIMER_DIVIDE_CONFIG, 0xB);
         set(&mut page, regs::LVT_TIMER, 0x2_0030);
@@ -240,10 +266,28 @@ mod tests {
     }
 
     #[test]
+    fn a_one_shot_in_its_last_count_still_fires_after_a_round_trip() {
+        // ÷128, 10 counts: due at tick 1280; at 1200 the current count already reads 0.
+        let mut apic = LocalApic::new(LapicConfig::default());
+        for (offset, value) in
+            [(regs::SVR, 0x1FFu32), (regs::TIMER_DIVIDE_CONFIG, 0xA), (regs::LVT_TIMER, 0x30)]
+        {
+            apic.mmio_write(offset.into(), &value.to_le_bytes(), 0);
+        }
+        apic.mmio_write(regs::TIMER_INITIAL_COUNT.into(), &10u32.to_le_bytes(), 0);
+        let page = apic.to_kvm(1200, KvmLapicFormat::default());
+        assert_eq!(get(&page, regs::TIMER_CURRENT_COUNT), 0);
+        let mut copy = LocalApic::new(*apic.config());
+        copy.restore_kvm(&page, apic.apic_base(), 0, 1200).unwrap();
+        assert!(copy.advance(1200), "due at once, not lost");
+        assert_eq!(copy.pending_interrupt(), Some(0x30));
+    }
+
+    #[test]
     fn an_invalid_page_is_refused_and_changes_nothing() {
         let mut apic = busy_apic(Quirks::SDM);
         let before = apic.clone();
-        let mut page = apic.to_kvm(3000, false);
+        let mut page = apic.to_kvm(3000, KvmLapicFormat::default());
         set(&mut page, regs::DFR, 0);
         assert_eq!(apic.restore_kvm(&page, apic.apic_base(), 0, 3000), Err(StateError::Dfr(0)));
         assert_eq!(apic, before);

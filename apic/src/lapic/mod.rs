@@ -410,22 +410,12 @@ impl LocalApic {
                 }
                 self.accept_fixed(irq.vector, irq.trigger_mode)
             }
-            DeliveryMode::Nmi => {
-                events.nmi = events.nmi.saturating_add(1);
-                true
-            }
-            DeliveryMode::Smi => {
-                events.smi |= self.config.smm;
-                self.config.smm
-            }
+            DeliveryMode::Nmi | DeliveryMode::Smi => self.latch(irq.delivery_mode),
             DeliveryMode::Init => {
                 if irq.trigger_mode == TriggerMode::Level && !irq.level {
                     return false;
                 }
-                // A new INIT restarts the sequence: an earlier start-up IPI is void.
-                events.init = true;
-                events.sipi = None;
-                true
+                self.latch(DeliveryMode::Init)
             }
             DeliveryMode::StartUp => {
                 let bsp = self.state.apic_base & ApicBase::BSP.bits() != 0;
@@ -442,6 +432,29 @@ impl LocalApic {
                 true
             }
             DeliveryMode::RemoteRead => false,
+        }
+    }
+
+    /// Latches an NMI, SMI or INIT for the processor (whether a message or a local source
+    /// sent it); returns whether it was taken. An SMI needs [`LapicConfig::smm`]; a new INIT
+    /// restarts the sequence, so an earlier start-up IPI is void.
+    fn latch(&mut self, mode: DeliveryMode) -> bool {
+        let events = &mut self.state.events;
+        match mode {
+            DeliveryMode::Nmi => {
+                events.nmi = events.nmi.saturating_add(1);
+                true
+            }
+            DeliveryMode::Smi => {
+                events.smi |= self.config.smm;
+                self.config.smm
+            }
+            DeliveryMode::Init => {
+                events.init = true;
+                events.sipi = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -591,29 +604,19 @@ impl LocalApic {
         let taken = match mode {
             DeliveryMode::Fixed => {
                 let level = lint && lvt & Lvt::LEVEL_TRIGGERED.bits() != 0;
-                if level && lvt & Lvt::REMOTE_IRR.bits() != 0 {
+                let remote_irr = level && !self.config.quirks.contains(Quirks::LINT_REMOTE_IRR_IGNORED);
+                if remote_irr && lvt & Lvt::REMOTE_IRR.bits() != 0 {
                     return false;
                 }
                 let trigger = if level { TriggerMode::Level } else { TriggerMode::Edge };
                 let taken = self.accept_fixed((lvt & LVT_VECTOR) as u8, trigger);
-                if taken && level {
+                if taken && remote_irr {
                     self.state.set_lvt(entry, lvt | Lvt::REMOTE_IRR.bits());
                 }
                 taken
             }
-            DeliveryMode::Nmi => {
-                self.state.events.nmi = self.state.events.nmi.saturating_add(1);
-                true
-            }
-            DeliveryMode::Smi => {
-                self.state.events.smi = true;
-                true
-            }
-            DeliveryMode::Init if lint => {
-                self.state.events.init = true;
-                self.state.events.sipi = None;
-                true
-            }
+            DeliveryMode::Nmi | DeliveryMode::Smi => self.latch(mode),
+            DeliveryMode::Init if lint => self.latch(mode),
             _ => false,
         };
         if taken && entry == LvtEntry::Perf {
@@ -626,6 +629,9 @@ impl LocalApic {
     /// The EOI of level-triggered `vector`: a LINT entry holding it in service clears its
     /// remote IRR and is re-taken while its pin is still asserted.
     fn lint_eoi(&mut self, vector: u8) {
+        if self.config.quirks.contains(Quirks::LINT_REMOTE_IRR_IGNORED) {
+            return;
+        }
         for (index, entry) in [(0, LvtEntry::Lint0), (1, LvtEntry::Lint1)] {
             let lvt = self.state.lvt(entry);
             if lvt & Lvt::REMOTE_IRR.bits() != 0 && (lvt & LVT_VECTOR) as u8 == vector {
@@ -931,7 +937,8 @@ impl LocalApic {
             self.state.reset_registers(&self.config);
             self.state.events = PendingEvents::default();
         }
-        if !was_enabled && enabled {
+        if enabled && (!was_enabled || leaves_x2apic) {
+            // The xAPIC ID starts again from the x2APIC ID (KVM: `kvm_apic_set_xapic_id`).
             self.state.xapic_id = self.config.id as u8;
         }
         if new_mode == ApicMode::X2Apic && old_mode != ApicMode::X2Apic {
@@ -1137,8 +1144,19 @@ impl LocalApic {
             new |= Lvt::MASKED.bits();
         }
         self.state.set_lvt(entry, new);
-        if entry == LvtEntry::Timer {
-            self.state.timer.change_mode(TimerMode::of(old), TimerMode::of(new));
+        match entry {
+            LvtEntry::Timer => self.state.timer.change_mode(TimerMode::of(old), TimerMode::of(new)),
+            LvtEntry::Lint0 | LvtEntry::Lint1 => {
+                // A level-triggered input is sampled, not latched: a pin still asserted is taken
+                // once the entry allows it (unmasked, level, fixed, remote IRR clear).
+                let asserted = if entry == LvtEntry::Lint0 { self.state.lint[0] } else { self.state.lint[1] };
+                let level_fixed = new & Lvt::LEVEL_TRIGGERED.bits() != 0
+                    && DeliveryMode::from_bits(new >> 8) == DeliveryMode::Fixed;
+                if asserted && level_fixed {
+                    self.local_interrupt(entry);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

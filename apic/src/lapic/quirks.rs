@@ -59,6 +59,14 @@ bitflags! {
         /// which also changes what the current count reads. SDM: the period is TMICT · divisor
         /// bus cycles.
         const PERIODIC_MIN_200US = 1 << 11;
+        /// KVM starts an AP that was RESET in the "uninitialized" state: it ignores start-up
+        /// IPIs until an INIT. SDM: after RESET an AP waits for a SIPI (MP initialization).
+        const AP_NEEDS_INIT_AFTER_RESET = 1 << 12;
+        /// KVM keeps no remote IRR for level-triggered LINT0/LINT1 interrupts: every local
+        /// delivery is taken, and an EOI leaves the bit (which the guest may write) alone. SDM:
+        /// remote IRR is set when the APIC takes a level LINT interrupt and cleared by its EOI,
+        /// which re-takes a pin still asserted.
+        const LINT_REMOTE_IRR_IGNORED = 1 << 13;
     }
 }
 

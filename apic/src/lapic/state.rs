@@ -122,7 +122,8 @@ pub enum StateError {
     /// TDCR has bits other than 3, 1 and 0.
     DivideConfig(u32),
     /// The timer state contradicts its mode: a TSC deadline outside TSC-deadline mode, a
-    /// countdown in TSC-deadline or reserved mode, or a countdown with a zero initial count.
+    /// countdown or an initial count in TSC-deadline mode, or a countdown with a zero initial
+    /// count.
     Timer,
     /// IRR or ISR holds a vector 0–15, which the SDM profile never accepts.
     IllegalVector(u8),
@@ -181,7 +182,8 @@ impl LocalApicState {
             timer: TimerState::default(),
             lint: [false; 2],
             events: PendingEvents::default(),
-            wait_for_sipi: false,
+            // After RESET an AP waits for a start-up IPI (SDM "MP Initialization").
+            wait_for_sipi: !config.bsp && !config.quirks.contains(Quirks::AP_NEEDS_INIT_AFTER_RESET),
         };
         state.reset_registers(config);
         state

@@ -650,8 +650,21 @@ fn message(mode: DeliveryMode, vector: u8) -> Interrupt {
 }
 
 #[test]
-fn init_then_sipi_starts_an_ap_once() {
+fn an_ap_waits_for_a_sipi_after_reset_except_in_kvm() {
+    // SDM "MP Initialization": after RESET the APs wait for a start-up IPI.
     let mut ap = LocalApic::new(LapicConfig { id: 1, bsp: false, ..LapicConfig::default() });
+    assert!(ap.accept(&message(DeliveryMode::StartUp, 0x20)));
+    assert_eq!(ap.take_events().sipi, Some(0x20));
+    // KVM's AP starts "uninitialized" and needs an INIT first.
+    let mut kvm = LocalApic::new(LapicConfig { id: 1, bsp: false, ..config(Quirks::KVM) });
+    assert!(kvm.accept(&message(DeliveryMode::StartUp, 0x20)));
+    assert_eq!(kvm.take_events().sipi, None);
+}
+
+#[test]
+fn init_then_sipi_starts_an_ap_once() {
+    let mut ap =
+        LocalApic::new(LapicConfig { id: 1, bsp: false, ..config(Quirks::AP_NEEDS_INIT_AFTER_RESET) });
     write(&mut ap, SVR, SVR_ENABLED);
     // A SIPI before INIT is accepted by the APIC and dropped by the processor.
     assert!(ap.accept(&message(DeliveryMode::StartUp, 0x20)));
@@ -761,6 +774,46 @@ fn a_level_lint_interrupt_holds_remote_irr_until_eoi_and_repeats_while_asserted(
     let _ = write(&mut apic, EOI, 0);
     assert_eq!(read(&mut apic, LVT_LINT0), 0x8045);
     assert_eq!(apic.pending_interrupt(), None);
+}
+
+#[test]
+fn a_level_lint_asserted_while_masked_is_taken_when_unmasked() {
+    let mut apic = enabled(Quirks::SDM);
+    write(&mut apic, LVT_LINT0, 0x1_8040); // masked, level, fixed 0x40
+    assert!(!apic.set_lint(Lint::Lint0, true));
+    write(&mut apic, LVT_LINT0, 0x8040);
+    assert_eq!(apic.pending_interrupt(), Some(0x40), "the asserted level is sampled at unmask");
+}
+
+#[test]
+fn kvm_keeps_no_lint_remote_irr() {
+    let mut apic = enabled(Quirks::KVM);
+    write(&mut apic, LVT_LINT0, 0x8045);
+    assert!(apic.set_lint(Lint::Lint0, true));
+    assert_eq!(read(&mut apic, LVT_LINT0) & Lvt::REMOTE_IRR.bits(), 0);
+    // A guest-written remote IRR bit (KVM stores it) survives the EOI.
+    write(&mut apic, LVT_LINT0, 0xC045);
+    assert_eq!(apic.acknowledge().vector, 0x45);
+    write(&mut apic, EOI, 0);
+    assert_ne!(read(&mut apic, LVT_LINT0) & Lvt::REMOTE_IRR.bits(), 0);
+}
+
+#[test]
+fn a_local_smi_needs_smm_too() {
+    let mut apic = LocalApic::new(LapicConfig { smm: false, ..LapicConfig::default() });
+    write(&mut apic, SVR, SVR_ENABLED);
+    write(&mut apic, LVT_THERMAL, 0x200); // SMI
+    assert!(!apic.local_interrupt(LvtEntry::Thermal));
+    assert!(!apic.take_events().smi);
+}
+
+#[test]
+fn a_host_write_out_of_x2apic_mode_restarts_the_xapic_id() {
+    let mut apic = enabled(Quirks::SDM);
+    write(&mut apic, ID, 0x0900_0000);
+    apic.host_write_apic_base(0xFEE0_0D00).unwrap();
+    apic.host_write_apic_base(0xFEE0_0900).unwrap();
+    assert_eq!(apic.id(), 0);
 }
 
 #[test]

@@ -28,7 +28,14 @@ pub(super) fn msr_answer(result: Result<u64, MsrError>) -> MsrAnswer {
 pub fn lapic_bytes(lapic: &LocalApic, now: Now) -> Option<Vec<u8>> {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     {
-        Some(lapic.to_kvm(now.tsc, false).regs.iter().map(|b| *b as u8).collect())
+        Some(
+            lapic
+                .to_kvm(now.tsc, vm_apic::lapic::kvm::KvmLapicFormat::default())
+                .regs
+                .iter()
+                .map(|b| *b as u8)
+                .collect(),
+        )
     }
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
     {

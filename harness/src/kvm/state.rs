@@ -200,7 +200,7 @@ pub fn lapic_from_model(chip: &Irqchip, index: usize, now: Now) -> Result<LapicS
         deadline = 0;
     }
     Ok(LapicState {
-        page: lapic.to_kvm(now.tsc, false),
+        page: lapic.to_kvm(now.tsc, vm_apic::lapic::kvm::KvmLapicFormat::default()),
         apic_base: lapic.apic_base(),
         tsc_deadline: deadline,
     })

@@ -157,24 +157,14 @@ impl Apicv {
         }
     }
 
-    /// vCPU `index`'s EOI-exit bitmap as KVM computes it (`kvm_ioapic_scan_entry`,
-    /// `kvm_scan_ioapic_routes`): the vectors of the level routes that reach it
-    /// ([`eoi_exit_bitmap`]), and of those that no longer do but whose vector is still pending
-    /// EOI on it, in VISR, VIRR or PIR (`kvm_apic_pending_eoi`, after `vcpu_scan_ioapic`
-    /// syncs PIR). Without the second part the EOI of an interrupt whose route moved away
-    /// before it was taken never reaches the IOAPIC, and Remote IRR stays set
-    /// (`posted-level-route-moved`; vm-apic's `eoi_exit_bitmap` leaves it out).
+    /// vCPU `index`'s EOI-exit bitmap as KVM computes it ([`eoi_exit_bitmap`]): the level
+    /// routes that reach it, and those whose vector is still pending EOI on it, in VISR, VIRR
+    /// or PIR (`posted-level-route-moved`).
     pub(super) fn eoi_exit_bitmap(&self, index: usize) -> VectorSet {
         let vcpu = &self.vcpus[index];
         let page = vcpu.vapic.page();
         let pending = page.visr().union(&page.virr()).union(&vcpu.pid.pir());
-        let routed = eoi_exit_bitmap(&self.chip.ioapic, self.chip.bus(), &self.chip.lapics, index);
-        let still_pending =
-            self.chip.ioapic.level_routes().map(|(_, irq)| irq.vector).filter(|v| pending.contains(*v));
-        still_pending.fold(routed, |mut bitmap, vector| {
-            bitmap.insert(vector);
-            bitmap
-        })
+        eoi_exit_bitmap(&self.chip.ioapic, self.chip.bus(), &self.chip.lapics, index, &pending)
     }
 
     /// The VMM posts `vector` to vCPU `index` and sends the notification the post asks for.
@@ -224,8 +214,10 @@ impl Apicv {
         if vcpu.vapic.sync_posted_interrupts(&vcpu.pid) {
             vcpu.counters.pir_syncs += 1;
         }
-        if let Err(e) = vcpu.vapic.vm_entry() {
-            self.fail(format!("vCPU {index}: VM entry failed: {e:?}"));
+        match vcpu.vapic.vm_entry() {
+            Ok(None) => {}
+            Ok(Some(exit)) => self.fail(format!("vCPU {index}: VM entry exited at once: {exit:?}")),
+            Err(e) => self.fail(format!("vCPU {index}: VM entry failed: {e:?}")),
         }
     }
 
