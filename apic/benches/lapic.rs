@@ -88,7 +88,6 @@ fn unicast_256(c: &mut Criterion) {
             apic
         })
         .collect();
-    let bus = ApicBus::new(BusQuirks::SDM);
     let msi = Interrupt {
         vector: 0x60,
         level: true,
@@ -97,9 +96,12 @@ fn unicast_256(c: &mut Criterion) {
         shorthand: Shorthand::None,
         ..Interrupt::default()
     };
-    c.bench_function("bus/unicast_msi_256", |b| {
-        b.iter(|| black_box(bus.deliver(&mut apics, black_box(&msi), None).unwrap().count()))
-    });
+    for (name, quirks) in [("sdm", BusQuirks::SDM), ("kvm", BusQuirks::KVM)] {
+        let bus = ApicBus::new(quirks);
+        c.bench_function(&format!("bus/unicast_msi_256/{name}"), |b| {
+            b.iter(|| black_box(bus.deliver(&mut apics, black_box(&msi), None).unwrap().count()))
+        });
+    }
 }
 
 criterion_group!(benches, accept_ack_eoi, pending_interrupt, broadcast_ipi, unicast_256);

@@ -237,6 +237,36 @@ impl ApicBus {
         Ok(delivery)
     }
 
+    /// Whether KVM's `kvm_irq_delivery_to_apic` takes its fast path (the optimized map) for
+    /// `irq`: the map is valid, and the message is a self IPI or a non-broadcast destination
+    /// (a logical one only while the logical map is usable).
+    fn kvm_fast_path<A: core::borrow::Borrow<LocalApic>>(
+        &self,
+        map: &KvmMap,
+        apics: &[A],
+        irq: &Interrupt,
+        source: Option<usize>,
+    ) -> bool {
+        let source_x2apic =
+            source.and_then(|s| apics.get(s)).is_some_and(|a| a.borrow().mode() == ApicMode::X2Apic);
+        let broadcast = if self.quirks.contains(BusQuirks::X2APIC_BROADCAST_FROM_XAPIC_FORMAT) {
+            irq.destination == if source_x2apic { X2APIC_BROADCAST } else { XAPIC_BROADCAST }
+        } else {
+            (irq.destination == XAPIC_BROADCAST && map.logical != LogicalMap::X2Apic)
+                || irq.destination == X2APIC_BROADCAST
+        };
+        map.physical_valid
+            && match irq.shorthand {
+                Shorthand::ToSelf => true,
+                Shorthand::None => {
+                    !broadcast
+                        && (irq.destination_mode == DestinationMode::Physical
+                            || map.logical != LogicalMap::Disabled)
+                }
+                _ => false,
+            }
+    }
+
     /// Offers `irq` to every APIC it addresses; returns whether any was addressed.
     fn deliver_to_matching<A: BorrowMut<LocalApic>>(
         &self,
@@ -270,62 +300,50 @@ impl ApicBus {
     ) -> Delivery {
         let mut delivery = Delivery::default();
         let lowest = matches!(irq.delivery_mode, DeliveryMode::LowestPriority) || irq.redirection_hint;
+        if !lowest {
+            // Both paths address the same APICs; they differ only in what a miss returns, so
+            // the map (quadratic in the vCPUs) is built only then.
+            let matched = self.deliver_to_matching(apics, irq, source, &mut delivery.accepted);
+            delivery.no_destination = !matched;
+            delivery.kvm_result = if matched {
+                delivery.count() as i32
+            } else if self.kvm_fast_path(&KvmMap::of(apics), apics, irq, source) {
+                0
+            } else {
+                -1
+            };
+            return delivery;
+        }
         let views: &[A] = apics;
         let map = KvmMap::of(views);
-        let source_x2apic =
-            source.and_then(|s| views.get(s)).is_some_and(|a| a.borrow().mode() == ApicMode::X2Apic);
-        let broadcast = if self.quirks.contains(BusQuirks::X2APIC_BROADCAST_FROM_XAPIC_FORMAT) {
-            irq.destination == if source_x2apic { X2APIC_BROADCAST } else { XAPIC_BROADCAST }
-        } else {
-            (irq.destination == XAPIC_BROADCAST && map.logical != LogicalMap::X2Apic)
-                || irq.destination == X2APIC_BROADCAST
-        };
-        let fast = map.physical_valid
-            && match irq.shorthand {
-                Shorthand::ToSelf => true,
-                Shorthand::None => {
-                    !broadcast
-                        && (irq.destination_mode == DestinationMode::Physical
-                            || map.logical != LogicalMap::Disabled)
-                }
-                _ => false,
-            };
+        let fast = self.kvm_fast_path(&map, views, irq, source);
         if fast {
-            let target = if lowest
-                && irq.shorthand == Shorthand::None
-                && irq.destination_mode == DestinationMode::Logical
-            {
-                Some(map.hashed_logical_target(views, irq))
-            } else if lowest {
-                // A physical unicast or self: the one addressed APIC, whatever its state.
-                Some(
+            let target =
+                if irq.shorthand == Shorthand::None && irq.destination_mode == DestinationMode::Logical {
+                    map.hashed_logical_target(views, irq)
+                } else {
+                    // A physical unicast or self: the one addressed APIC, whatever its state.
                     (0..views.len())
-                        .find(|&i| views.get(i).is_some_and(|a| self.addresses(a.borrow(), i, irq, source))),
-                )
-            } else {
-                None
-            };
+                        .find(|&i| views.get(i).is_some_and(|a| self.addresses(a.borrow(), i, irq, source)))
+                };
             match target {
-                Some(Some(index)) => {
+                Some(index) => {
                     if apics.get_mut(index).is_some_and(|a| a.borrow_mut().accept(irq)) {
                         delivery.accepted.insert(index);
                     }
                 }
-                Some(None) => delivery.no_destination = true,
-                None => {
-                    let matched = self.deliver_to_matching(apics, irq, source, &mut delivery.accepted);
-                    delivery.no_destination = !matched;
-                }
+                None => delivery.no_destination = true,
             }
             // The fast path answers 0 when nobody took the message.
             delivery.kvm_result = delivery.count() as i32;
             return delivery;
         }
-        // The slow path: -1 until an APIC is addressed.
+        // The slow path: -1 until an APIC is addressed. The physical destination 0xFF goes to
+        // every APIC as fixed.
         let physical_broadcast_fixed = irq.destination_mode == DestinationMode::Physical
             && irq.destination == XAPIC_BROADCAST
             && self.quirks.contains(BusQuirks::LOWEST_PRIORITY_BROADCAST_AS_FIXED);
-        if lowest && !physical_broadcast_fixed {
+        if !physical_broadcast_fixed {
             let target = self.lowest_priority_target(views, irq, source);
             if let Some(index) = target {
                 if apics.get_mut(index).is_some_and(|a| a.borrow_mut().accept(irq)) {
