@@ -208,25 +208,7 @@ impl fmt::Display for ExpectDisplay<'_> {
 pub fn pic_chip_bytes(chip: &vm_pic::ChipState) -> [u8; 16] {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     {
-        let k = chip.to_kvm();
-        [
-            k.last_irr,
-            k.irr,
-            k.imr,
-            k.isr,
-            k.priority_add,
-            k.irq_base,
-            k.read_reg_select,
-            k.poll,
-            k.special_mask,
-            k.init_state,
-            k.auto_eoi,
-            k.rotate_on_auto_eoi,
-            k.special_fully_nested_mode,
-            k.init4,
-            k.elcr,
-            k.elcr_mask,
-        ]
+        crate::kvm::state::pic_state_bytes(&chip.to_kvm())
     }
     #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
     {
