@@ -13,7 +13,7 @@
 
 use proptest::prelude::*;
 use vm_apic::apicv::pid::{NotificationDestination, PostOutcome, PostedInterruptDescriptor};
-use vm_apic::apicv::{Controls, VirtualApic, VmExit, VIRR, VTMR};
+use vm_apic::apicv::{Controls, NoPidTable, VirtualApic, VmExit, VIRR, VTMR};
 use vm_apic::lapic::{regs, LapicConfig, LocalApic, Quirks};
 use vm_apic::{Interrupt, Shorthand, TriggerMode, VectorSet};
 
@@ -83,10 +83,10 @@ impl Apicv {
     }
 
     /// A VM exit the model returned: the VMM handles it and re-enters.
-    fn handle(&mut self, exit: Option<VmExit>, eois: &mut Vec<u8>) {
+    fn handle(&mut self, exit: Result<Option<PostOutcome>, VmExit>, eois: &mut Vec<u8>) {
         match exit {
-            None => {}
-            Some(VmExit::EoiInduced { vector }) => {
+            Ok(None) => {}
+            Err(VmExit::EoiInduced { vector }) => {
                 // As KVM does, forward the EOI only for a vector accepted level-triggered
                 // (VTMR, which the VMM keeps: the processor never reads or writes it).
                 if self.vapic.page().test_bit(VTMR, vector) {
@@ -94,7 +94,7 @@ impl Apicv {
                 }
                 self.vapic.vm_entry().unwrap();
             }
-            Some(other) => panic!("unexpected exit {other:?}"),
+            other => panic!("unexpected result {other:?}"),
         }
     }
 
@@ -147,7 +147,7 @@ proptest! {
                 }
                 Op::Tpr(tpr) if guest => {
                     let _ = apic.mmio_write(regs::TPR.into(), &u32::from(tpr).to_le_bytes(), 0);
-                    prop_assert_eq!(v.vapic.write_apic_access(regs::TPR, &u32::from(tpr).to_le_bytes()), None);
+                    prop_assert_eq!(v.vapic.write_apic_access(regs::TPR, &u32::from(tpr).to_le_bytes(), &NoPidTable), Ok(None));
                 }
                 Op::Cr8(cr8) if guest => {
                     apic.set_cr8(cr8.into());
@@ -155,7 +155,7 @@ proptest! {
                 }
                 Op::Eoi if guest => {
                     eois_l.extend(apic.mmio_write(regs::EOI.into(), &[0; 4], 0).eoi);
-                    let exit = v.vapic.write_apic_access(regs::EOI, &[0; 4]);
+                    let exit = v.vapic.write_apic_access(regs::EOI, &[0; 4], &NoPidTable);
                     v.handle(exit, &mut eois_v);
                 }
                 Op::SelfIpi(vector) if guest => {
@@ -164,7 +164,7 @@ proptest! {
                     let ipi = apic.mmio_write(regs::ICR_LOW.into(), &icr.to_le_bytes(), 0).ipi.unwrap();
                     prop_assert_eq!(ipi.shorthand, Shorthand::ToSelf);
                     prop_assert!(apic.accept(&ipi));
-                    prop_assert_eq!(v.vapic.write_apic_access(regs::ICR_LOW, &icr.to_le_bytes()), None);
+                    prop_assert_eq!(v.vapic.write_apic_access(regs::ICR_LOW, &icr.to_le_bytes(), &NoPidTable), Ok(None));
                 }
                 Op::Interruptible(on) if guest => interruptible = on,
                 Op::Step if guest => {

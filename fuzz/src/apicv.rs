@@ -3,7 +3,9 @@
 //! An input picks xAPIC (APIC-access page) or x2APIC (MSR) virtualization and a bounded list of
 //! operations in any order: posts from other agents (with the notification processed when the
 //! vCPU runs), physical interrupts of any vector, suppress-notification changes, VMM syncs,
-//! guest TPR/CR8/EOI/self-IPI writes, arbitrary APIC-access reads and writes and x2APIC
+//! guest TPR/CR8/EOI/self-IPI writes, IPIs through the ICR with IPI virtualization (to itself,
+//! to a second vCPU's descriptor, or to an APIC ID without a table entry, with commands that
+//! qualify and that do not), arbitrary APIC-access reads and writes and x2APIC
 //! RDMSR/WRMSR of any offset, width and value, interruptibility changes, instruction boundaries,
 //! VM exits and entries (an entry clears SN and syncs PIR, as KVM's `vcpu_load` and
 //! `vcpu_enter_guest` do). [`run`] applies them to a [`VirtualApic`] + descriptor and, for the
@@ -15,7 +17,8 @@
 //! 3. a delivered vector had a class above VPPR, the guest was interruptible, and it moved
 //!    from VIRR to VISR;
 //! 4. no posted vector is ever lost or duplicated: every vector a post added is in PIR or VIRR
-//!    until delivered;
+//!    until delivered; an IPI is posted (to the right descriptor) exactly when its command,
+//!    vector and destination qualify, and otherwise ends in an APIC-write exit for the ICR;
 //! 5. as long as only operations with the same meaning on both sides have run (arbitrary page
 //!    writes end this), the guest took the same vectors in the same order on both, with the
 //!    same IRR (VIRR ∪ PIR) and ISR, and the same PPR while the vCPU runs.
@@ -25,7 +28,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use vm_apic::apicv::pid::{NotificationDestination, PostOutcome, PostedInterruptDescriptor};
-use vm_apic::apicv::{Controls, MsrRead, MsrWrite, VirtualApic, VIRR};
+use vm_apic::apicv::{Controls, MsrRead, MsrWrite, VirtualApic, VmExit, VICR_HI, VICR_LO, VIRR};
 use vm_apic::lapic::{regs, LapicConfig, LocalApic, Quirks};
 use vm_apic::{Interrupt, VectorSet};
 
@@ -62,6 +65,11 @@ pub enum Op {
     Eoi,
     /// The guest sends itself an IPI (vector raised to ≥ 16).
     SelfIpi(u8),
+    /// The guest sends an IPI through the ICR: `destination % 4` is the APIC ID (0 itself, 1
+    /// the second vCPU, 2 and 3 without a PID-pointer table entry); `command % 8` picks fixed
+    /// physical edge (0–2, the commands IPI virtualization handles), logical, level, NMI, the
+    /// all-excluding-self shorthand or a reserved bit.
+    Ipi { destination: u8, vector: u8, command: u8 },
     /// An arbitrary APIC-access read.
     Read { offset: u16, len: u8 },
     /// An arbitrary APIC-access write.
@@ -97,10 +105,17 @@ impl Step<'_> {
 pub fn run(data: &[u8]) {
     let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else { return };
     let controls = if input.x2apic { Controls::APICV_X2APIC } else { Controls::APICV };
-    let mut vapic = VirtualApic::new(controls);
+    let mut vapic = VirtualApic::new(controls | Controls::IPI_VIRTUALIZATION);
     vapic.set_notification_vector(NV);
     vapic.page_mut().write(regs::SVR, 0x1FF);
-    let pid = PostedInterruptDescriptor::with_notification(NV, NotificationDestination::x2apic(0));
+    // The PID-pointer table: APIC ID 0 is this vCPU, 1 another one (never running here).
+    let pids = [
+        PostedInterruptDescriptor::with_notification(NV, NotificationDestination::x2apic(0)),
+        PostedInterruptDescriptor::with_notification(NV, NotificationDestination::x2apic(1)),
+    ];
+    let [pid, other] = &pids;
+    let table: &[PostedInterruptDescriptor] = &pids;
+    let mut posted_other = VectorSet::EMPTY;
     // KVM profile: no ESR, so an illegal vector is accepted on both sides alike.
     let mut apic = LocalApic::new(LapicConfig { quirks: Quirks::KVM, bsp: false, ..LapicConfig::default() });
     let _ = apic.mmio_write(regs::SVR.into(), &0x1FFu32.to_le_bytes(), 0);
@@ -128,14 +143,14 @@ pub fn run(data: &[u8]) {
                 if let PostOutcome::Notify(n) = outcome {
                     if running {
                         at.check(
-                            vapic.process_posted_interrupt(&pid, n.vector).is_none(),
+                            vapic.process_posted_interrupt(pid, n.vector).is_none(),
                             "notification exit",
                         );
                     }
                 }
             }
             Op::Physical(vector) if running => {
-                running = vapic.process_posted_interrupt(&pid, vector).is_none();
+                running = vapic.process_posted_interrupt(pid, vector).is_none();
             }
             Op::Suppress(on) => {
                 // A vCPU runs with SN set only when a VMM misconfigures it: posts then wait in
@@ -144,22 +159,22 @@ pub fn run(data: &[u8]) {
                 if let Some(n) = pid.suppress_notifications(on) {
                     if running {
                         at.check(
-                            vapic.process_posted_interrupt(&pid, n.vector).is_none(),
+                            vapic.process_posted_interrupt(pid, n.vector).is_none(),
                             "notification exit",
                         );
                     }
                 }
             }
             Op::Sync if !running => {
-                vapic.sync_posted_interrupts(&pid);
+                vapic.sync_posted_interrupts(pid);
             }
             Op::Tpr(tpr) if running => {
                 let bytes = u32::from(tpr).to_le_bytes();
                 if input.x2apic {
-                    let _ = vapic.wrmsr(0x808, tpr.into());
+                    let _ = vapic.wrmsr(0x808, tpr.into(), table);
                     let _ = apic.wrmsr(0x808, tpr.into(), 0);
                 } else {
-                    let _ = vapic.write_apic_access(regs::TPR, &bytes);
+                    let _ = vapic.write_apic_access(regs::TPR, &bytes, table);
                     let _ = apic.mmio_write(regs::TPR.into(), &bytes, 0);
                 }
             }
@@ -170,13 +185,13 @@ pub fn run(data: &[u8]) {
             Op::Eoi if running => {
                 let exit = if input.x2apic {
                     let _ = apic.wrmsr(0x80B, 0, 0);
-                    match vapic.wrmsr(0x80B, 0) {
+                    match vapic.wrmsr(0x80B, 0, table) {
                         MsrWrite::Exit(exit) => Some(exit),
                         _ => None,
                     }
                 } else {
                     let _ = apic.mmio_write(regs::EOI.into(), &[0; 4], 0);
-                    vapic.write_apic_access(regs::EOI, &[0; 4])
+                    vapic.write_apic_access(regs::EOI, &[0; 4], table).err()
                 };
                 if exit.is_some() {
                     running = vapic.vm_entry().is_ok();
@@ -185,13 +200,69 @@ pub fn run(data: &[u8]) {
             Op::SelfIpi(vector) if running => {
                 let vector = vector.max(16);
                 if input.x2apic {
-                    let _ = vapic.wrmsr(0x83F, vector.into());
+                    let _ = vapic.wrmsr(0x83F, vector.into(), table);
                     let _ = apic.wrmsr(0x83F, vector.into(), 0);
                 } else {
                     let icr = (0x0004_4000u32 | u32::from(vector)).to_le_bytes();
-                    let _ = vapic.write_apic_access(regs::ICR_LOW, &icr);
+                    let _ = vapic.write_apic_access(regs::ICR_LOW, &icr, table);
                     if let Some(ipi) = apic.mmio_write(regs::ICR_LOW.into(), &icr, 0).ipi {
                         let _ = apic.accept(&ipi);
+                    }
+                }
+            }
+            Op::Ipi { destination, vector, command } if running => {
+                let destination = destination % 4;
+                let (bits, qualifies) = match command % 8 {
+                    0..=2 => (0, true),
+                    3 => (1 << 11, false),           // logical
+                    4 => (1 << 15 | 1 << 14, false), // level
+                    5 => (0b100 << 8, false),        // NMI
+                    6 => (0b11 << 18, false),        // all excluding self
+                    _ => (1 << 13, false),           // reserved
+                };
+                let icr = bits | u32::from(vector);
+                let result = if input.x2apic {
+                    match vapic.wrmsr(0x830, u64::from(destination) << 32 | u64::from(icr), table) {
+                        MsrWrite::Posted(outcome) => Ok(Some(outcome)),
+                        MsrWrite::Exit(exit) => Err(exit),
+                        MsrWrite::GeneralProtection => {
+                            at.check(icr & 1 << 13 != 0, "#GP without a reserved bit");
+                            Ok(None)
+                        }
+                        other => panic!("op {index}: ICR WRMSR gave {other:?}"),
+                    }
+                } else {
+                    let high = (u32::from(destination) << 24).to_le_bytes();
+                    at.check(vapic.write_apic_access(regs::ICR_HIGH, &high, table) == Ok(None), "ICR high");
+                    vapic.write_apic_access(regs::ICR_LOW, &icr.to_le_bytes(), table)
+                };
+                let gp = input.x2apic && icr & 1 << 13 != 0;
+                let posts = qualifies && vector >= 16 && destination < 2;
+                match result {
+                    Ok(Some(outcome)) => {
+                        at.check(posts, "an IPI that does not qualify was posted");
+                        let target = if destination == 0 { pid } else { other };
+                        at.check(target.pir().contains(vector), "posted into the wrong descriptor");
+                        if outcome.is_new() {
+                            if destination == 0 {
+                                posted.insert(vector);
+                                let _ =
+                                    apic.accept(&Interrupt { vector, level: true, ..Interrupt::default() });
+                            } else {
+                                posted_other.insert(vector);
+                            }
+                        }
+                        notify_self(&mut vapic, pid, &Some(outcome), destination == 0 && running, &at);
+                    }
+                    Ok(None) => at.check(gp, "an ICR write neither posted nor exited"),
+                    Err(exit) => {
+                        at.check(!posts && !gp, "a qualifying IPI exited");
+                        at.check(
+                            exit == VmExit::ApicWrite { offset: regs::ICR_LOW },
+                            "not an ICR APIC-write exit",
+                        );
+                        // The VMM would send it; here it is dropped on both sides alike.
+                        running = vapic.vm_entry().is_ok();
                     }
                 }
             }
@@ -203,10 +274,15 @@ pub fn run(data: &[u8]) {
             }
             Op::Write { offset, len, bytes } if running => {
                 let data = &bytes[..usize::from(len % 5)];
-                let exit = vapic.write_apic_access(u32::from(offset), data);
+                let result = vapic.write_apic_access(u32::from(offset), data, table);
                 // Only TPR, EOI and ICR writes have the same meaning for the LAPIC model.
                 equivalent = false;
-                if exit.is_some() {
+                if let Ok(Some(outcome)) = result {
+                    let (page, icr) = (vapic.page(), vapic.page().read(VICR_LO));
+                    record(&mut posted_other, page.read(VICR_HI) >> 24, icr as u8, outcome);
+                    notify_self(&mut vapic, pid, &Some(outcome), running, &at);
+                }
+                if result.is_err() {
                     running = vapic.vm_entry().is_ok();
                 }
             }
@@ -217,9 +293,13 @@ pub fn run(data: &[u8]) {
             }
             Op::Wrmsr(low, value) if running => {
                 let msr = 0x800 | u32::from(low);
-                let result = vapic.wrmsr(msr, value);
+                let result = vapic.wrmsr(msr, value, table);
                 if result != MsrWrite::NotVirtualized && result != MsrWrite::GeneralProtection {
                     equivalent = false;
+                }
+                if let MsrWrite::Posted(outcome) = result {
+                    record(&mut posted_other, (value >> 32) as u32, value as u8, outcome);
+                    notify_self(&mut vapic, pid, &Some(outcome), running, &at);
                 }
                 if matches!(result, MsrWrite::Exit(_) | MsrWrite::NotVirtualized) {
                     running = vapic.vm_entry().is_ok();
@@ -243,7 +323,7 @@ pub fn run(data: &[u8]) {
             Op::Entry if !running => {
                 // As KVM's vcpu_load: notifications back on, then the sync before entry.
                 let _ = pid.suppress_notifications(false);
-                vapic.sync_posted_interrupts(&pid);
+                vapic.sync_posted_interrupts(pid);
                 running = vapic.vm_entry().is_ok();
             }
             _ => {}
@@ -263,6 +343,7 @@ pub fn run(data: &[u8]) {
         // 4. No posted vector is lost.
         let held = page.virr().union(&pid.pir());
         at.check(posted.intersection(&held) == posted, "a posted vector was lost");
+        at.check(other.pir() == posted_other, "the other vCPU's PIR lost or gained a vector");
         // 5. Equivalence with the LAPIC model.
         if equivalent {
             at.check(taken_v == taken_l, "different vectors taken");
@@ -273,5 +354,29 @@ pub fn run(data: &[u8]) {
                 at.check(page.vppr() == apic.ppr(), "PPR differs");
             }
         }
+    }
+}
+
+/// A post to this vCPU's own descriptor (through IPI virtualization) that set ON sent the
+/// notification to this processor: processed at once while it runs, else a wake-up.
+fn notify_self(
+    vapic: &mut VirtualApic,
+    pid: &PostedInterruptDescriptor,
+    outcome: &Option<PostOutcome>,
+    running: bool,
+    at: &Step<'_>,
+) {
+    if let (Some(PostOutcome::Notify(n)), true) = (outcome, running) {
+        if n.destination == NotificationDestination::x2apic(0) {
+            at.check(vapic.process_posted_interrupt(pid, n.vector).is_none(), "notification exit");
+        }
+    }
+}
+
+/// Accounts an arbitrary ICR write's post of `vector` to APIC ID `destination`: the second
+/// vCPU's PIR must hold exactly what was posted to it.
+fn record(posted_other: &mut VectorSet, destination: u32, vector: u8, outcome: PostOutcome) {
+    if destination == 1 && outcome.is_new() {
+        posted_other.insert(vector);
     }
 }

@@ -67,6 +67,11 @@ fn an_ipi_to_a_running_vcpu_is_processed_in_guest_mode_and_taken_without_a_vm_ex
         // PIR sync; its Wait found the vector recognized (its only HLT is the program's end).
         assert_eq!((c[1].notified_in_guest, c[1].notified_outside_guest, c[1].pir_syncs), (1, 0, 0));
         assert_eq!((c[1].deliveries, c[1].exits_for(ExitReason::Hlt)), (1, 1));
+        // IPI virtualization sent the fixed physical IPIs without exits: the BSP's 0x6f, the
+        // AP's hello 0x7f and 0x7e. The BSP's APIC-write exits are its SVR write, INIT and
+        // SIPI (delivery modes IPI virtualization leaves to the VMM); the AP's its SVR write.
+        assert_eq!((c[0].ipis_virtualized, c[1].ipis_virtualized), (1, 2));
+        assert_eq!([0, 1].map(|v| c[v].exits_for(ExitReason::ApicWrite)), [3, 1]);
     }
 }
 
@@ -158,9 +163,12 @@ fn each_virtualized_eoi_delivers_the_next_lower_pending_vector_without_a_vm_exit
         );
         // Five deliveries, three HLT exits: the Waits for 0x7f and 0x7e, and the end. The Waits
         // for 0x61, 0x52 and 0x43 found them recognized (after the TPR write, after each EOI).
-        // MSR exits: the x2APIC switch, INIT and SIPI; the TPR, EOI and IRR accesses passed.
+        // One MSR exit, the x2APIC switch; the TPR, EOI and IRR accesses passed. INIT and SIPI
+        // through the ICR MSR are APIC-write exits (IPI virtualization virtualizes the MSR and
+        // leaves those delivery modes to the VMM), after the SVR write's.
         assert_eq!((c[0].deliveries, c[0].exits_for(ExitReason::Hlt)), (5, 3));
-        assert_eq!(c[0].exits_for(ExitReason::Msr), 3);
+        assert_eq!(c[0].exits_for(ExitReason::Msr), 1);
+        assert_eq!(c[0].exits_for(ExitReason::ApicWrite), 3);
     }
 }
 

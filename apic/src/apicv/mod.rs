@@ -1,8 +1,8 @@
 //! A software model of Intel's APIC virtualization (SDM Vol. 3 "APIC Virtualization and Virtual
 //! Interrupts"): the virtual-APIC page, the guest interrupt status (RVI/SVI), virtual-interrupt
 //! delivery, TPR, EOI and self-IPI virtualization, posted-interrupt processing, APIC-access and
-//! APIC-write handling and x2APIC MSR virtualization — each operation a method that returns the
-//! VM exit it causes, if any, as a value.
+//! APIC-write handling, x2APIC MSR virtualization and IPI virtualization ([`ipiv`]) — each
+//! operation a method that returns the VM exit it causes, if any, as a value.
 //!
 //! [`VirtualApic`] is what one logical processor holds in VMX non-root operation for one vCPU:
 //! the VMCS fields of APIC virtualization ([`Controls`], RVI, SVI, TPR threshold, EOI-exit
@@ -34,9 +34,11 @@
 //! assert_eq!(vapic.svi(), 0x45);
 //! ```
 
+pub mod ipiv;
 mod page;
 pub mod pid;
 
+pub use ipiv::{NoPidTable, PidPointer, PidPointerTable};
 pub use page::{VirtualApicPage, VEOI, VICR_HI, VICR_LO, VIRR, VISR, VPPR, VTMR, VTPR};
 pub use pid::{Notification, NotificationDestination, PostOutcome, PostedInterruptDescriptor};
 
@@ -78,6 +80,10 @@ bitflags! {
         const EXTERNAL_INTERRUPT_EXITING = 1 << 7;
         /// VM-exit control "acknowledge interrupt on exit" (required by posted interrupts).
         const ACKNOWLEDGE_INTERRUPT_ON_EXIT = 1 << 8;
+        /// Tertiary processor-based control "IPI virtualization": a guest ICR write that sends
+        /// a fixed, edge, physical, no-shorthand IPI is posted into the destination's
+        /// descriptor through the PID-pointer table, without a VM exit ([`ipiv`]).
+        const IPI_VIRTUALIZATION = 1 << 9;
     }
 }
 
@@ -186,6 +192,10 @@ pub enum MsrRead {
 pub enum MsrWrite {
     /// Virtualized and complete, no exit.
     Done,
+    /// An ICR write completed by IPI virtualization: the vector was posted into the
+    /// destination's descriptor, with this outcome. [`PostOutcome::Notify`] means the processor
+    /// sent the notification vector to the notification destination; nothing else is sent.
+    Posted(PostOutcome),
     /// Virtualized, then a trap-like VM exit.
     Exit(VmExit),
     /// Virtualized as #GP(0) (reserved bits set): the guest takes a fault.
@@ -200,6 +210,8 @@ const MSR_TPR: u32 = regs::X2APIC_MSR_BASE | (regs::TPR >> 4);
 const MSR_EOI: u32 = regs::X2APIC_MSR_BASE | (regs::EOI >> 4);
 /// x2APIC SELF IPI MSR.
 const MSR_SELF_IPI: u32 = regs::X2APIC_MSR_BASE | (regs::SELF_IPI >> 4);
+/// x2APIC ICR MSR.
+const MSR_ICR: u32 = regs::X2APIC_MSR_BASE | (regs::ICR_LOW >> 4);
 
 /// One vCPU's APIC virtualization on one logical processor (see the [module docs](self)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -518,7 +530,10 @@ impl VirtualApic {
         }
         self.page.write(VTPR, u32::from(cr8 & 0xF) << 4);
         let exit = self.virtualize_tpr();
-        self.exit_if(exit)
+        if exit.is_some() {
+            self.recognized = false;
+        }
+        exit
     }
 
     /// MOV from CR8 with "use TPR shadow": VTPR bits 7:4.
@@ -526,11 +541,11 @@ impl VirtualApic {
         self.page.vtpr() >> 4
     }
 
-    fn exit_if(&mut self, exit: Option<VmExit>) -> Option<VmExit> {
-        if exit.is_some() {
+    fn exit_if<T>(&mut self, result: Result<T, VmExit>) -> Result<T, VmExit> {
+        if result.is_err() {
             self.recognized = false;
         }
-        exit
+        result
     }
 
     /// A physical interrupt with `vector` arrives while the guest runs (posted-interrupt
@@ -610,13 +625,23 @@ impl VirtualApic {
     /// the virtual-APIC page, then APIC-write emulation runs: TPR → bytes 3:1 cleared, TPR
     /// virtualization; EOI → EOI virtualization (with virtual-interrupt delivery); ICR low → a
     /// self-IPI is virtualized when the command is fixed, edge, self-shorthand, vector ≥ 16 and
-    /// its reserved bits are 0, else an APIC-write exit; ICR high → bytes 2:0 cleared; any
-    /// other register → an APIC-write exit. Which offsets are virtualized depends on the
-    /// controls (TPR alone; TPR, EOI and ICR low with virtual-interrupt delivery; also ID, LDR,
-    /// DFR, SVR, ESR, the LVTs, ICR high, the initial count and the divide configuration with
-    /// register virtualization); others are APIC-access exits (the write did not happen).
-    pub fn write_apic_access(&mut self, offset: u32, data: &[u8]) -> Option<VmExit> {
-        let exit = Some(VmExit::ApicAccess { offset, write: true });
+    /// its reserved bits are 0; otherwise, with IPI virtualization, a fixed, edge, physical,
+    /// no-shorthand command is posted to the APIC ID in VICR_HI bits 31:24 through `pids`
+    /// (`Ok(Some(outcome))`, see [`ipiv`]); anything else is an APIC-write exit; ICR high →
+    /// bytes 2:0 cleared; any other register → an APIC-write exit. Which offsets are
+    /// virtualized depends on the controls (TPR alone; TPR, EOI and ICR low with
+    /// virtual-interrupt delivery; also ID, LDR, DFR, SVR, ESR, the LVTs, ICR high, the initial
+    /// count and the divide configuration with register virtualization); others are APIC-access
+    /// exits (the write did not happen).
+    ///
+    /// `Ok(None)`: virtualized, complete. `Err(exit)`: the VM exit the write caused.
+    pub fn write_apic_access(
+        &mut self,
+        offset: u32,
+        data: &[u8],
+        pids: &(impl PidPointerTable + ?Sized),
+    ) -> Result<Option<PostOutcome>, VmExit> {
+        let exit = Err(VmExit::ApicAccess { offset, write: true });
         if !self.controls.contains(Controls::VIRTUALIZE_APIC_ACCESSES)
             || !Self::in_low_bytes(offset, data.len())
         {
@@ -647,23 +672,30 @@ impl VirtualApic {
         for (i, &byte) in data.iter().enumerate() {
             self.page.write_byte(register, (offset & 3).wrapping_add(i as u32), byte);
         }
+        let icr = self.page.read(VICR_LO);
         let result = match register {
             regs::TPR => {
                 let vtpr = self.page.read(VTPR) & 0xFF;
                 self.page.write(VTPR, vtpr);
-                self.virtualize_tpr()
+                self.virtualize_tpr().map_or(Ok(None), Err)
             }
-            regs::EOI if vid => self.virtualize_eoi(),
-            regs::ICR_LOW if vid && Self::is_self_ipi(self.page.read(VICR_LO)) => {
-                self.virtualize_self_ipi(self.page.read(VICR_LO) as u8);
-                None
+            regs::EOI if vid => self.virtualize_eoi().map_or(Ok(None), Err),
+            regs::ICR_LOW if vid && Self::is_self_ipi(icr) => {
+                self.virtualize_self_ipi(icr as u8);
+                Ok(None)
+            }
+            regs::ICR_LOW
+                if self.controls.contains(Controls::IPI_VIRTUALIZATION) && Self::is_unicast(icr) =>
+            {
+                let destination = self.page.read(VICR_HI) >> 24;
+                self.virtualize_ipi(icr as u8, destination, pids).map(Some)
             }
             regs::ICR_HIGH => {
                 let high = self.page.read(VICR_HI) & 0xFF00_0000;
                 self.page.write(VICR_HI, high);
-                None
+                Ok(None)
             }
-            _ => Some(VmExit::ApicWrite { offset: register }),
+            _ => Err(VmExit::ApicWrite { offset: register }),
         };
         self.exit_if(result)
     }
@@ -672,6 +704,42 @@ impl VirtualApic {
     /// the delivery status 12 clear, shorthand self (01), edge, fixed, vector ≥ 16.
     fn is_self_ipi(icr: u32) -> bool {
         icr & 0xFFF3_3000 == 0 && (icr >> 18) & 3 == 1 && icr & 0x8700 == 0 && icr & 0xF0 != 0
+    }
+
+    /// The xAPIC ICR-low values IPI virtualization handles: reserved bits 31:20, 17:16, 13 and
+    /// the delivery status 12 clear, no shorthand (00), edge (bit 15 clear), physical (bit 11
+    /// clear), fixed (bits 10:8 000). The vector is checked by [`Self::virtualize_ipi`].
+    fn is_unicast(icr: u32) -> bool {
+        icr & 0xFFF3_3000 == 0 && Self::is_unicast_command(icr)
+    }
+
+    /// Shorthand 00, edge, physical, fixed: the command bits IPI virtualization requires.
+    fn is_unicast_command(icr: u32) -> bool {
+        icr & (0b11 << 18 | 1 << 15 | 1 << 11 | 0b111 << 8) == 0
+    }
+
+    /// IPI virtualization of `vector` to APIC ID `destination`: a vector below 16, a
+    /// destination past the table's last index or an invalid entry is an APIC-write exit for
+    /// the ICR; otherwise the processor posts `vector` into the destination's descriptor
+    /// (setting ON and sending the notification if ON and SN were clear) and returns the
+    /// outcome. The sender's own virtual interrupts are not evaluated: a notification to
+    /// itself arrives as a physical interrupt ([`VirtualApic::process_posted_interrupt`]).
+    ///
+    /// A vector already in PIR coalesces ([`PostOutcome::Coalesced`]) without looking at ON:
+    /// whoever posted it first set ON or found it set, and the consumer clears ON before it
+    /// takes PIR, so the vector is delivered either way.
+    fn virtualize_ipi(
+        &self,
+        vector: u8,
+        destination: u32,
+        pids: &(impl PidPointerTable + ?Sized),
+    ) -> Result<PostOutcome, VmExit> {
+        let exit = VmExit::ApicWrite { offset: regs::ICR_LOW };
+        if vector < 16 {
+            return Err(exit);
+        }
+        let pid = pids.descriptor(destination).ok_or(exit)?;
+        Ok(pid.post(vector))
     }
 
     /// A guest RDMSR of `msr` ("virtualize x2APIC mode"): with APIC-register virtualization any
@@ -692,9 +760,12 @@ impl VirtualApic {
     /// A guest WRMSR of `msr` ("virtualize x2APIC mode"): TPR (bits 63:8 must be 0, else #GP)
     /// writes VTPR and virtualizes TPR; with virtual-interrupt delivery EOI (value 0, else #GP)
     /// virtualizes EOI, and SELF IPI (bits 63:8 0, else #GP) virtualizes a self-IPI of vector ≥
-    /// 16 or, for 0–15, ends in an APIC-write exit for offset 0x3F0. Every other MSR is the
-    /// VMM's.
-    pub fn wrmsr(&mut self, msr: u32, value: u64) -> MsrWrite {
+    /// 16 or, for 0–15, ends in an APIC-write exit for offset 0x3F0. With IPI virtualization the
+    /// ICR (0x830; bits 31:20, 17:16 and 13 must be 0, else #GP) is written as 64 bits at page
+    /// offset 0x300, then a fixed, edge, physical, no-shorthand command is posted to the APIC ID
+    /// in bits 63:32 through `pids` ([`MsrWrite::Posted`], see [`ipiv`]) and anything else is
+    /// an APIC-write exit for offset 0x300. Every other MSR is the VMM's.
+    pub fn wrmsr(&mut self, msr: u32, value: u64, pids: &(impl PidPointerTable + ?Sized)) -> MsrWrite {
         if !self.controls.contains(Controls::VIRTUALIZE_X2APIC_MODE) {
             self.recognized = false;
             return MsrWrite::NotVirtualized;
@@ -726,6 +797,16 @@ impl VirtualApic {
                 } else {
                     MsrWrite::Exit(VmExit::ApicWrite { offset: regs::SELF_IPI })
                 }
+            }
+            MSR_ICR if self.controls.contains(Controls::IPI_VIRTUALIZATION) => {
+                if value & regs::ICR_X2APIC_RESERVED != 0 {
+                    return MsrWrite::GeneralProtection;
+                }
+                self.page.write64(regs::ICR_LOW, value);
+                let posted = Self::is_unicast_command(value as u32)
+                    .then(|| self.virtualize_ipi(value as u8, (value >> 32) as u32, pids).ok())
+                    .flatten();
+                posted.map_or(MsrWrite::Exit(VmExit::ApicWrite { offset: regs::ICR_LOW }), MsrWrite::Posted)
             }
             _ => {
                 self.recognized = false;

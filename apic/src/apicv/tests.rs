@@ -24,7 +24,7 @@ fn take_all(v: &mut VirtualApic) -> Vec<u8> {
     let mut taken = Vec::new();
     while let Some(vector) = v.deliver(true) {
         taken.push(vector);
-        assert_eq!(v.write_apic_access(EOI, &[0; 4]), None);
+        assert_eq!(v.write_apic_access(EOI, &[0; 4], &NoPidTable), Ok(None));
     }
     taken
 }
@@ -62,7 +62,7 @@ fn lowering_tpr_through_cr8_or_the_page_delivers_at_once() {
     v.page_mut().write(VTPR, 0x50);
     v.request(0x45);
     v.vm_entry().unwrap();
-    assert_eq!(v.write_apic_access(TPR, &0xFFFF_FF20u32.to_le_bytes()), None);
+    assert_eq!(v.write_apic_access(TPR, &0xFFFF_FF20u32.to_le_bytes(), &NoPidTable), Ok(None));
     assert_eq!(v.page().read(VTPR), 0x20);
     assert_eq!(v.deliver(true), Some(0x45));
 }
@@ -97,7 +97,7 @@ fn eoi_virtualization_delivers_the_next_lower_vector() {
     assert_eq!(v.deliver(true), Some(0x80));
     assert_eq!(v.deliver(true), None, "0x70 is below the in-service class");
     assert_eq!((v.svi(), v.rvi()), (0x80, 0x70));
-    assert_eq!(v.write_apic_access(EOI, &[0; 4]), None);
+    assert_eq!(v.write_apic_access(EOI, &[0; 4], &NoPidTable), Ok(None));
     assert_eq!(v.svi(), 0);
     assert_eq!(v.deliver(true), Some(0x70));
     assert_eq!(take_all(&mut v), Vec::<u8>::new());
@@ -114,7 +114,7 @@ fn the_eoi_exit_bitmap_turns_an_eoi_into_an_eoi_induced_exit() {
     v.vm_entry().unwrap();
     for vector in [0x80, 0x70] {
         assert_eq!(v.deliver(true), Some(vector));
-        assert_eq!(v.write_apic_access(EOI, &[0; 4]), Some(VmExit::EoiInduced { vector }));
+        assert_eq!(v.write_apic_access(EOI, &[0; 4], &NoPidTable), Err(VmExit::EoiInduced { vector }));
         // The processor already updated VISR/SVI/VPPR; the VMM re-enters.
         v.vm_entry().unwrap();
     }
@@ -137,7 +137,7 @@ fn loading_a_lapic_sets_rvi_and_svi() {
     v.vm_entry().unwrap();
     // 0x50 waits behind the loaded in-service 0x70 until its EOI.
     assert_eq!(take_all(&mut v), [0x90]);
-    assert_eq!(v.write_apic_access(EOI, &[0; 4]), None);
+    assert_eq!(v.write_apic_access(EOI, &[0; 4], &NoPidTable), Ok(None));
     assert_eq!(take_all(&mut v), [0x50]);
 }
 
@@ -149,7 +149,7 @@ fn eoi_ends_svi_so_svi_must_match_visr() {
     v.page_mut().set_bit(VISR, 0x40, true);
     v.update_svi();
     v.vm_entry().unwrap();
-    assert_eq!(v.write_apic_access(EOI, &[0; 4]), None);
+    assert_eq!(v.write_apic_access(EOI, &[0; 4], &NoPidTable), Ok(None));
     assert_eq!(v.page().visr().iter().collect::<Vec<_>>(), [0x40]);
     assert_eq!(v.svi(), 0x40);
 }
@@ -158,7 +158,7 @@ fn eoi_ends_svi_so_svi_must_match_visr() {
 fn a_self_ipi_through_the_icr_is_virtualized_and_others_exit() {
     let mut v = entered(Controls::APICV);
     // Fixed, edge, self shorthand (bits 19:18 = 01), vector 0x55; bit 14 (assert) is ignored.
-    assert_eq!(v.write_apic_access(ICR_LOW, &0x0004_4055u32.to_le_bytes()), None);
+    assert_eq!(v.write_apic_access(ICR_LOW, &0x0004_4055u32.to_le_bytes(), &NoPidTable), Ok(None));
     assert_eq!(v.deliver(true), Some(0x55));
     for (icr, why) in [
         (0x0000_4055u32, "no shorthand"),
@@ -168,8 +168,8 @@ fn a_self_ipi_through_the_icr_is_virtualized_and_others_exit() {
         (0x0014_4055, "reserved bit 20"),
     ] {
         assert_eq!(
-            v.write_apic_access(ICR_LOW, &icr.to_le_bytes()),
-            Some(VmExit::ApicWrite { offset: ICR_LOW }),
+            v.write_apic_access(ICR_LOW, &icr.to_le_bytes(), &NoPidTable),
+            Err(VmExit::ApicWrite { offset: ICR_LOW }),
             "{why}"
         );
         assert_eq!(v.page().read(VICR_LO), icr, "the value is in the page for the VMM");
@@ -177,10 +177,124 @@ fn a_self_ipi_through_the_icr_is_virtualized_and_others_exit() {
     }
 }
 
+/// Two vCPUs' descriptors, APIC IDs 0 and 1, notifying physical CPUs 0x10 and 0x11 with 0xF2.
+fn two_descriptors() -> [PostedInterruptDescriptor; 2] {
+    [0x10, 0x11]
+        .map(|cpu| PostedInterruptDescriptor::with_notification(0xF2, NotificationDestination::x2apic(cpu)))
+}
+
+/// vCPU 0 with IPI virtualization in xAPIC mode sends `icr` to APIC ID `destination`.
+fn xapic_ipi(
+    v: &mut VirtualApic,
+    destination: u8,
+    icr: u32,
+    pids: &[PostedInterruptDescriptor],
+) -> Result<Option<PostOutcome>, VmExit> {
+    let high = (u32::from(destination) << 24).to_le_bytes();
+    assert_eq!(v.write_apic_access(ICR_HIGH, &high, pids), Ok(None));
+    v.write_apic_access(ICR_LOW, &icr.to_le_bytes(), pids)
+}
+
+#[test]
+fn ipi_virtualization_posts_a_fixed_physical_ipi_and_notifies_the_destination() {
+    let pids = two_descriptors();
+    let mut sender = entered(Controls::APICV | Controls::IPI_VIRTUALIZATION);
+    let mut target = entered(Controls::APICV);
+    // Fixed, edge, physical, no shorthand, vector 0x61 to APIC ID 1: no exit on the sender.
+    let notification = Notification { vector: 0xF2, destination: NotificationDestination::x2apic(0x11) };
+    assert_eq!(xapic_ipi(&mut sender, 1, 0x4061, &pids), Ok(Some(PostOutcome::Notify(notification))));
+    assert!(!sender.page().virr().contains(0x61), "the sender's own requests are untouched");
+    assert_eq!(pids[1].pir().iter().collect::<Vec<_>>(), [0x61]);
+    assert!(pids[0].pir().is_empty());
+    // ON is set: a second IPI before the target processes the first sends no notification.
+    assert_eq!(xapic_ipi(&mut sender, 1, 0x4070, &pids), Ok(Some(PostOutcome::Pending)));
+    assert_eq!(xapic_ipi(&mut sender, 1, 0x4070, &pids), Ok(Some(PostOutcome::Coalesced)));
+    // The notification arrives at the target's processor: both vectors, highest first.
+    assert_eq!(target.process_posted_interrupt(&pids[1], 0xF2), None);
+    assert_eq!(take_all(&mut target), [0x70, 0x61]);
+    // SN (the target is preempted): posted without a notification.
+    let _ = pids[1].suppress_notifications(true);
+    assert_eq!(xapic_ipi(&mut sender, 1, 0x4080, &pids), Ok(Some(PostOutcome::Suppressed)));
+    assert!(pids[1].pir().contains(0x80));
+}
+
+#[test]
+fn ipi_virtualization_to_itself_arrives_as_its_own_notification() {
+    let pids = two_descriptors();
+    let mut v = entered(Controls::APICV | Controls::IPI_VIRTUALIZATION);
+    let Ok(Some(PostOutcome::Notify(n))) = xapic_ipi(&mut v, 0, 0x4045, &pids) else { panic!() };
+    assert_eq!(v.deliver(true), None, "nothing is evaluated until the notification arrives");
+    assert_eq!(v.process_posted_interrupt(&pids[0], n.vector), None);
+    assert_eq!(v.deliver(true), Some(0x45));
+}
+
+#[test]
+fn ipis_ipi_virtualization_cannot_handle_are_apic_write_exits() {
+    let pids = two_descriptors();
+    let mut v = entered(Controls::APICV | Controls::IPI_VIRTUALIZATION);
+    for (destination, icr, why) in [
+        (1u8, 0x0000_4861u32, "logical destination"),
+        (1, 0x0000_C061, "level-triggered"),
+        (1, 0x0000_4461, "NMI"),
+        (1, 0x0000_4161, "lowest priority"),
+        (1, 0x0000_4500, "INIT"),
+        (1, 0x000C_4061, "all-excluding-self shorthand"),
+        (1, 0x0008_4061, "all-including-self shorthand"),
+        (1, 0x0000_6061, "reserved bit 13"),
+        (1, 0x0000_400F, "vector below 16"),
+        (2, 0x0000_4061, "past the last PID-pointer index"),
+        (0xFF, 0x0000_4061, "broadcast"),
+    ] {
+        assert_eq!(
+            xapic_ipi(&mut v, destination, icr, &pids),
+            Err(VmExit::ApicWrite { offset: ICR_LOW }),
+            "{why}"
+        );
+        assert_eq!(v.page().read(VICR_LO), icr, "{why}: the command is in the page for the VMM");
+        assert_eq!(v.page().read(VICR_HI) >> 24, destination.into());
+        v.vm_entry().unwrap();
+    }
+    assert!(pids.iter().all(|pid| pid.pir().is_empty()), "nothing was posted");
+    // An invalid entry exits too; with the control clear every non-self IPI exits.
+    let sparse = [Some(&pids[0]), None];
+    let high = 1u32 << 24;
+    assert_eq!(v.write_apic_access(ICR_HIGH, &high.to_le_bytes(), &sparse[..]), Ok(None));
+    assert_eq!(
+        v.write_apic_access(ICR_LOW, &0x4061u32.to_le_bytes(), &sparse[..]),
+        Err(VmExit::ApicWrite { offset: ICR_LOW })
+    );
+    let mut v = entered(Controls::APICV);
+    assert_eq!(xapic_ipi(&mut v, 1, 0x4061, &pids), Err(VmExit::ApicWrite { offset: ICR_LOW }));
+    assert!(pids[1].pir().is_empty());
+}
+
+#[test]
+fn x2apic_icr_writes_are_virtualized_with_ipi_virtualization() {
+    let pids = two_descriptors();
+    let mut v = entered(Controls::APICV_X2APIC | Controls::IPI_VIRTUALIZATION);
+    // The 32-bit destination is bits 63:32.
+    assert!(matches!(v.wrmsr(0x830, 1 << 32 | 0x61, &pids), MsrWrite::Posted(PostOutcome::Notify(_))));
+    assert!(pids[1].pir().contains(0x61));
+    assert_eq!(v.page().read64(VICR_LO), 1 << 32 | 0x61, "the ICR is in the page as 64 bits");
+    assert_eq!(v.wrmsr(0x830, 1 << 32 | 1 << 13 | 0x61, &pids), MsrWrite::GeneralProtection);
+    assert_eq!(v.wrmsr(0x830, 1 << 32 | 1 << 20 | 0x61, &pids), MsrWrite::GeneralProtection);
+    let exit = MsrWrite::Exit(VmExit::ApicWrite { offset: ICR_LOW });
+    assert_eq!(v.wrmsr(0x830, 1 << 32 | 0x0800 | 0x61, &pids), exit, "logical");
+    v.vm_entry().unwrap();
+    assert_eq!(v.wrmsr(0x830, 2 << 32 | 0x61, &pids), exit, "APIC ID 2: no entry");
+    assert_eq!(v.page().read64(VICR_LO), 2 << 32 | 0x61, "the VMM reads the command from the page");
+    v.vm_entry().unwrap();
+    assert_eq!(v.wrmsr(0x830, 1 << 32 | 0x0F, &pids), exit, "vector below 16");
+    v.vm_entry().unwrap();
+    // Without the control the ICR MSR is the VMM's.
+    let mut v = entered(Controls::APICV_X2APIC);
+    assert_eq!(v.wrmsr(0x830, 1 << 32 | 0x61, &pids), MsrWrite::NotVirtualized);
+}
+
 #[test]
 fn icr_high_writes_keep_the_destination_byte_only() {
     let mut v = entered(Controls::APICV);
-    assert_eq!(v.write_apic_access(ICR_HIGH, &0x03AB_CDEFu32.to_le_bytes()), None);
+    assert_eq!(v.write_apic_access(ICR_HIGH, &0x03AB_CDEFu32.to_le_bytes(), &NoPidTable), Ok(None));
     assert_eq!(v.page().read(VICR_HI), 0x0300_0000);
 }
 
@@ -188,15 +302,18 @@ fn icr_high_writes_keep_the_destination_byte_only() {
 fn other_register_writes_are_apic_write_exits_with_the_value_in_the_page() {
     let mut v = entered(Controls::APICV);
     for offset in [LVT_TIMER, TIMER_INITIAL_COUNT, SVR, LDR, ESR] {
-        assert_eq!(v.write_apic_access(offset, &0x1234u32.to_le_bytes()), Some(VmExit::ApicWrite { offset }));
+        assert_eq!(
+            v.write_apic_access(offset, &0x1234u32.to_le_bytes(), &NoPidTable),
+            Err(VmExit::ApicWrite { offset })
+        );
         assert_eq!(v.page().read(offset), 0x1234);
         v.vm_entry().unwrap();
     }
     // Without register virtualization these are APIC-access exits and the page is untouched.
     let mut v = entered(Controls::APICV.difference(Controls::APIC_REGISTER_VIRTUALIZATION));
     assert_eq!(
-        v.write_apic_access(LVT_TIMER, &0x99u32.to_le_bytes()),
-        Some(VmExit::ApicAccess { offset: LVT_TIMER, write: true })
+        v.write_apic_access(LVT_TIMER, &0x99u32.to_le_bytes(), &NoPidTable),
+        Err(VmExit::ApicAccess { offset: LVT_TIMER, write: true })
     );
     assert_eq!(v.page().read(LVT_TIMER), 0);
 }
@@ -313,17 +430,17 @@ fn x2apic_msrs_are_virtualized_as_the_sdm_says() {
     assert_eq!(v.rdmsr(0x830), MsrRead::Value(0x0000_0003_0000_4041), "64 bits at 0x300");
     assert_eq!(v.rdmsr(0x8FF), MsrRead::Value(0), "no existence check");
     assert_eq!(v.rdmsr(0x900), MsrRead::NotVirtualized);
-    assert_eq!(v.wrmsr(0x808, 0x100), MsrWrite::GeneralProtection);
-    assert_eq!(v.wrmsr(0x808, 0x20), MsrWrite::Done);
+    assert_eq!(v.wrmsr(0x808, 0x100, &NoPidTable), MsrWrite::GeneralProtection);
+    assert_eq!(v.wrmsr(0x808, 0x20, &NoPidTable), MsrWrite::Done);
     assert_eq!(v.rdmsr(0x808), MsrRead::Value(0x20));
-    assert_eq!(v.wrmsr(0x83F, 0x61), MsrWrite::Done);
+    assert_eq!(v.wrmsr(0x83F, 0x61, &NoPidTable), MsrWrite::Done);
     assert_eq!(v.deliver(true), Some(0x61));
-    assert_eq!(v.wrmsr(0x80B, 1), MsrWrite::GeneralProtection);
-    assert_eq!(v.wrmsr(0x80B, 0), MsrWrite::Done);
-    assert_eq!(v.wrmsr(0x83F, 0x07), MsrWrite::Exit(VmExit::ApicWrite { offset: SELF_IPI }));
+    assert_eq!(v.wrmsr(0x80B, 1, &NoPidTable), MsrWrite::GeneralProtection);
+    assert_eq!(v.wrmsr(0x80B, 0, &NoPidTable), MsrWrite::Done);
+    assert_eq!(v.wrmsr(0x83F, 0x07, &NoPidTable), MsrWrite::Exit(VmExit::ApicWrite { offset: SELF_IPI }));
     v.vm_entry().unwrap();
-    assert_eq!(v.wrmsr(0x83F, 1 << 32), MsrWrite::GeneralProtection);
-    assert_eq!(v.wrmsr(0x832, 0x30), MsrWrite::NotVirtualized, "LVT writes are the VMM's");
+    assert_eq!(v.wrmsr(0x83F, 1 << 32, &NoPidTable), MsrWrite::GeneralProtection);
+    assert_eq!(v.wrmsr(0x832, 0x30, &NoPidTable), MsrWrite::NotVirtualized, "LVT writes are the VMM's");
     // Without register virtualization only TPR reads are virtualized.
     let v = entered(Controls::APICV_X2APIC.difference(Controls::APIC_REGISTER_VIRTUALIZATION));
     assert_eq!(v.rdmsr(0x808), MsrRead::Value(0));

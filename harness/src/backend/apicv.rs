@@ -44,10 +44,14 @@
 //!
 //! TPR (MMIO 0x80, CR8, MSR 0x808), EOI (MMIO 0xB0, MSR 0x80B), self-IPIs (ICR with the self
 //! shorthand, SELF IPI MSR 0x83F) and the register reads the processor virtualizes complete
-//! without exits. Other APIC writes are APIC-write exits (the value is in the page; the VMM
-//! writes it to the LAPIC model) or APIC-access exits (the VMM performs the access on the
-//! model); x2APIC MSRs follow KVM's MSR bitmap (reads of the readable registers but TMCCT,
-//! writes of TPR, EOI and SELF IPI pass through). An EOI-induced exit is forwarded to the
+//! without exits. IPI virtualization is on, as KVM enables it where the processor has it:
+//! a fixed, edge, physical IPI without shorthand (ICR at MMIO 0x300 or MSR 0x830) is posted
+//! into the destination's descriptor through the PID-pointer table (entry `n` is vCPU `n`'s
+//! while its APIC ID is `n`), and the destination processes the notification or is woken, with
+//! no exit on the sender. Other APIC writes, other ICR commands included, are APIC-write exits
+//! (the value is in the page; the VMM writes it to the LAPIC model) or APIC-access exits (the
+//! VMM performs the access on the model); x2APIC MSRs follow KVM's MSR bitmap (reads of the
+//! readable registers but TMCCT, writes of TPR, EOI, SELF IPI and the ICR pass through). An EOI-induced exit is forwarded to the
 //! IOAPIC for a vector accepted level-triggered (VTMR) unless EOI-broadcast suppression is on,
 //! as KVM's `kvm_ioapic_send_eoi` does. `Wait` delivers with [`VirtualApic::deliver`]; with
 //! nothing recognized it is a HLT exit. The 8259A's ExtINT is injected by the VMM, before
@@ -141,8 +145,12 @@ pub struct ApicvCounters {
     pub deliveries: u64,
     /// ExtINT vectors injected by the VMM (the 8259A's).
     pub injections: u64,
-    /// Guest APIC accesses completed without an exit (TPR, EOI, self-IPI, register reads, CR8).
+    /// Guest APIC accesses completed without an exit (TPR, EOI, self-IPI, IPIs, register
+    /// reads, CR8).
     pub virtualized: u64,
+    /// IPIs this vCPU sent that IPI virtualization posted into their destination's descriptor
+    /// without an exit.
+    pub ipis_virtualized: u64,
     /// EOI-induced exits forwarded to the IOAPIC.
     pub eoi_forwarded: u64,
     /// VM exits by reason: I/O, MMIO, MSR, APIC access, APIC write, EOI-induced, HLT.

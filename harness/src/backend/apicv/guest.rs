@@ -2,12 +2,12 @@
 //! operations does on an APICv processor (virtualized, or an exit the VMM handles with the
 //! models), see the [parent module](super).
 
-use vm_apic::apicv::{Controls, MsrRead, MsrWrite, VmExit};
+use vm_apic::apicv::{Controls, MsrRead, MsrWrite, PostOutcome, VmExit, VICR_HI};
 use vm_apic::lapic::regs;
 use vm_apic::lapic::PendingEvents;
 
 use super::super::software::{ExitReason, InterruptPath};
-use super::vmm::{Apicv, Run};
+use super::vmm::{Apicv, PidTable, Run};
 use crate::irqchip::{Irqchip, MsrAnswer, Now};
 use crate::trace::Snapshot;
 
@@ -34,10 +34,13 @@ fn x2apic_read_passes(msr: u32) -> bool {
         )
 }
 
-/// The x2APIC MSRs whose writes KVM passes through: TPR, EOI, SELF IPI.
-fn x2apic_write_passes(msr: u32) -> bool {
+/// The x2APIC MSRs whose writes KVM passes through: TPR, EOI, SELF IPI, and the ICR with IPI
+/// virtualization.
+fn x2apic_write_passes(msr: u32, controls: Controls) -> bool {
+    let icr = controls.contains(Controls::IPI_VIRTUALIZATION).then_some(regs::ICR_LOW);
     [regs::TPR, regs::EOI, regs::SELF_IPI]
         .into_iter()
+        .chain(icr)
         .any(|offset| msr == regs::X2APIC_MSR_BASE | offset >> 4)
 }
 
@@ -89,10 +92,15 @@ impl InterruptPath for Apicv {
             return self.vmm(Some((vcpu, ExitReason::Mmio)), now, |c| c.mmio_write(vcpu, addr, data, now));
         };
         let offset = (addr & 0xFFF) as u32;
-        match self.vcpus[vcpu].vapic.write_apic_access(offset, data) {
-            None => self.virtualized(vcpu),
-            Some(VmExit::EoiInduced { vector }) => self.eoi_induced(vcpu, vector, now),
-            Some(VmExit::ApicWrite { offset }) => {
+        let table = PidTable { pids: &self.pids, lapics: &self.chip.lapics };
+        match self.vcpus[vcpu].vapic.write_apic_access(offset, data, &table) {
+            Ok(None) => self.virtualized(vcpu),
+            Ok(Some(outcome)) => {
+                let destination = self.page(vcpu).read(VICR_HI) >> 24;
+                self.ipi_virtualized(vcpu, destination, outcome);
+            }
+            Err(VmExit::EoiInduced { vector }) => self.eoi_induced(vcpu, vector, now),
+            Err(VmExit::ApicWrite { offset }) => {
                 // Trap-like: the value is in the page; the model's register takes it.
                 let value = self.page(vcpu).read(offset).to_le_bytes();
                 let addr = page + u64::from(offset);
@@ -101,11 +109,11 @@ impl InterruptPath for Apicv {
                 });
             }
             // Fault-like: the write did not happen; the model performs it.
-            Some(VmExit::ApicAccess { .. }) => {
+            Err(VmExit::ApicAccess { .. }) => {
                 return self
                     .vmm(Some((vcpu, ExitReason::ApicAccess)), now, |c| c.mmio_write(vcpu, addr, data, now))
             }
-            Some(other) => self.fail(format!("vCPU {vcpu}: an APIC write caused {other:?}")),
+            Err(other) => self.fail(format!("vCPU {vcpu}: an APIC write caused {other:?}")),
         }
         true
     }
@@ -122,11 +130,16 @@ impl InterruptPath for Apicv {
     }
 
     fn wrmsr(&mut self, vcpu: usize, msr: u32, value: u64, now: Now) -> MsrAnswer {
-        let x2apic = self.vcpus[vcpu].vapic.controls().contains(Controls::VIRTUALIZE_X2APIC_MODE);
-        if x2apic && x2apic_write_passes(msr) {
-            match self.vcpus[vcpu].vapic.wrmsr(msr, value) {
+        let controls = self.vcpus[vcpu].vapic.controls();
+        if controls.contains(Controls::VIRTUALIZE_X2APIC_MODE) && x2apic_write_passes(msr, controls) {
+            let table = PidTable { pids: &self.pids, lapics: &self.chip.lapics };
+            match self.vcpus[vcpu].vapic.wrmsr(msr, value, &table) {
                 MsrWrite::Done => {
                     self.virtualized(vcpu);
+                    return MsrAnswer::Value(0);
+                }
+                MsrWrite::Posted(outcome) => {
+                    self.ipi_virtualized(vcpu, (value >> 32) as u32, outcome);
                     return MsrAnswer::Value(0);
                 }
                 MsrWrite::GeneralProtection => return MsrAnswer::Fault,
@@ -135,8 +148,9 @@ impl InterruptPath for Apicv {
                     return MsrAnswer::Value(0);
                 }
                 MsrWrite::Exit(VmExit::ApicWrite { offset }) => {
-                    // A SELF IPI of vector 0-15: trap-like, the model sends it (the write
-                    // itself has completed, whatever the model answers).
+                    // A SELF IPI of vector 0-15, or an ICR command IPI virtualization does not
+                    // handle: trap-like, the model sends it (the write itself has completed,
+                    // whatever the model answers).
                     let written = self.page(vcpu).read64(offset);
                     let msr = regs::X2APIC_MSR_BASE | offset >> 4;
                     self.vmm(Some((vcpu, ExitReason::ApicWrite)), now, |c| c.wrmsr(vcpu, msr, written, now));
@@ -172,7 +186,7 @@ impl InterruptPath for Apicv {
             self.exit(vcpu, ExitReason::Io);
         }
         let v = &mut self.vcpus[vcpu];
-        if v.vapic.sync_posted_interrupts(&v.pid) {
+        if v.vapic.sync_posted_interrupts(&self.pids[vcpu]) {
             v.counters.pir_syncs += 1;
         }
         let snapshot = self.vmm(None, now, |c| c.snapshot(vcpu, label, now));
@@ -190,7 +204,7 @@ impl InterruptPath for Apicv {
     fn init(&mut self, vcpu: usize, now: Now) {
         self.vmm(None, now, |c| c.init(vcpu));
         // INIT cleared the LAPIC's IRR; vectors still in PIR go with it.
-        let _ = self.vcpus[vcpu].pid.harvest();
+        let _ = self.pids[vcpu].harvest();
     }
 
     fn halt(&mut self, vcpu: usize) -> bool {
@@ -203,11 +217,11 @@ impl InterruptPath for Apicv {
         }
         // Blocked in the VMM: sync PIR before deciding to sleep again (ON stays set until a
         // harvest, so a vCPU that only peeked at it would miss every later notification).
-        let v = &mut self.vcpus[vcpu];
-        if v.vapic.sync_posted_interrupts(&v.pid) {
+        let (v, pid) = (&mut self.vcpus[vcpu], &self.pids[vcpu]);
+        if v.vapic.sync_posted_interrupts(pid) {
             v.counters.pir_syncs += 1;
         }
-        if self.chip.extint_vector(vcpu).is_some() || v.vapic.has_deliverable(&v.pid) {
+        if self.chip.extint_vector(vcpu).is_some() || v.vapic.has_deliverable(pid) {
             self.enter(vcpu);
             return true;
         }
@@ -244,5 +258,16 @@ impl InterruptPath for Apicv {
 
     fn failure(&mut self) -> Option<String> {
         self.failure.take()
+    }
+}
+
+impl Apicv {
+    /// vCPU `vcpu`'s ICR write to APIC ID `destination` was completed by IPI virtualization
+    /// with `outcome` (the table's entry `n` is vCPU `n`): no exit on the sender; the
+    /// destination processes the notification or is woken.
+    fn ipi_virtualized(&mut self, vcpu: usize, destination: u32, outcome: PostOutcome) {
+        self.virtualized(vcpu);
+        self.vcpus[vcpu].counters.ipis_virtualized += 1;
+        self.posted(destination as usize, outcome);
     }
 }

@@ -3,8 +3,8 @@
 //! exit, and the EOI-exit bitmaps (see the [parent module](super)).
 
 use vm_apic::apicv::{
-    eoi_exit_bitmap, Controls, NotificationDestination, PostOutcome, PostedInterruptDescriptor, VirtualApic,
-    VirtualApicPage, VICR_HI, VICR_LO, VIRR, VTMR,
+    eoi_exit_bitmap, Controls, NotificationDestination, PidPointerTable, PostOutcome,
+    PostedInterruptDescriptor, VirtualApic, VirtualApicPage, VICR_HI, VICR_LO, VIRR, VTMR,
 };
 use vm_apic::lapic::regs::{Svr, ICR_LOW_WRITABLE};
 use vm_apic::lapic::{ApicMode, LocalApic, Quirks};
@@ -25,12 +25,10 @@ pub(super) enum Run {
     Halted,
 }
 
-/// One vCPU's APIC virtualization.
+/// One vCPU's APIC virtualization (its descriptor is in [`Apicv::pids`]).
 pub(super) struct Vcpu {
     /// The processor's side: VMCS fields, the virtual-APIC page, the recognition latch.
     pub(super) vapic: VirtualApic,
-    /// The posted-interrupt descriptor the VMM posts into.
-    pub(super) pid: PostedInterruptDescriptor,
     /// Where the vCPU is (decides between a notification and a wake-up).
     pub(super) run: Run,
     /// What happened, for the tests and the table.
@@ -43,16 +41,38 @@ pub(crate) struct Apicv {
     pub(super) chip: Irqchip,
     /// Per vCPU, index = vCPU = APIC ID.
     pub(super) vcpus: Vec<Vcpu>,
+    /// The posted-interrupt descriptors the VMM and IPI virtualization post into, index =
+    /// vCPU (the PID-pointer table's entries, see [`PidTable`]).
+    pub(super) pids: Vec<PostedInterruptDescriptor>,
     /// The first broken invariant since the scripted CPU last asked.
     pub(super) failure: Option<String>,
 }
 
-/// The controls for an APIC in `mode`, as KVM's `vmx_set_virtual_apic_mode` picks them.
+/// The controls for an APIC in `mode`, as KVM's `vmx_set_virtual_apic_mode` picks them, with
+/// IPI virtualization as KVM enables it where the processor has it (`enable_ipiv`).
 fn controls_for(lapic: &LocalApic) -> Controls {
     match lapic.mode() {
-        ApicMode::XApic => Controls::APICV,
-        ApicMode::X2Apic => Controls::APICV_X2APIC,
+        ApicMode::XApic => Controls::APICV | Controls::IPI_VIRTUALIZATION,
+        ApicMode::X2Apic => Controls::APICV_X2APIC | Controls::IPI_VIRTUALIZATION,
         _ => Controls::APICV.difference(Controls::VIRTUALIZE_APIC_ACCESSES),
+    }
+}
+
+/// The PID-pointer table as KVM keeps it: entry `n` locates vCPU `n`'s descriptor, and is
+/// only good while that vCPU's APIC ID is still `n` (KVM inhibits APIC virtualization once a
+/// guest changes an xAPIC ID; here that ID's IPIs exit and the models deliver them).
+pub(super) struct PidTable<'a> {
+    /// The descriptors, index = vCPU.
+    pub(super) pids: &'a [PostedInterruptDescriptor],
+    /// The LAPIC models, whose IDs decide which entries are good.
+    pub(super) lapics: &'a [LocalApic],
+}
+
+impl PidPointerTable for PidTable<'_> {
+    fn descriptor(&self, apic_id: u32) -> Option<&PostedInterruptDescriptor> {
+        let index = usize::try_from(apic_id).ok()?;
+        let lapic = self.lapics.get(index)?;
+        (lapic.id() == apic_id).then(|| self.pids.get(index)).flatten()
     }
 }
 
@@ -71,17 +91,22 @@ impl Apicv {
         let vcpus = chip
             .lapics
             .iter()
-            .enumerate()
-            .map(|(index, lapic)| {
+            .map(|lapic| {
                 let mut vapic = VirtualApic::new(controls_for(lapic));
                 vapic.set_notification_vector(NOTIFICATION_VECTOR);
-                // vCPU n runs on physical CPU n (x2APIC ID n).
-                let ndst = NotificationDestination::x2apic(index as u32);
-                let pid = PostedInterruptDescriptor::with_notification(NOTIFICATION_VECTOR, ndst);
-                Vcpu { vapic, pid, run: Run::Out, counters: ApicvCounters::default() }
+                Vcpu { vapic, run: Run::Out, counters: ApicvCounters::default() }
             })
             .collect();
-        let mut path = Apicv { chip, vcpus, failure: None };
+        // vCPU n runs on physical CPU n (x2APIC ID n).
+        let pids = (0..chip.lapics.len() as u32)
+            .map(|cpu| {
+                PostedInterruptDescriptor::with_notification(
+                    NOTIFICATION_VECTOR,
+                    NotificationDestination::x2apic(cpu),
+                )
+            })
+            .collect();
+        let mut path = Apicv { chip, vcpus, pids, failure: None };
         path.sync_out(now_at(START_NS));
         path
     }
@@ -161,21 +186,28 @@ impl Apicv {
     /// routes that reach it, and those whose vector is still pending EOI on it, in VISR, VIRR
     /// or PIR (`posted-level-route-moved`).
     pub(super) fn eoi_exit_bitmap(&self, index: usize) -> VectorSet {
-        let vcpu = &self.vcpus[index];
-        let page = vcpu.vapic.page();
-        let pending = page.visr().union(&page.virr()).union(&vcpu.pid.pir());
+        let page = self.vcpus[index].vapic.page();
+        let pending = page.visr().union(&page.virr()).union(&self.pids[index].pir());
         eoi_exit_bitmap(&self.chip.ioapic, self.chip.bus(), &self.chip.lapics, index, &pending)
     }
 
     /// The VMM posts `vector` to vCPU `index` and sends the notification the post asks for.
     pub(super) fn post(&mut self, index: usize, vector: u8) {
+        let outcome = self.pids[index].post(vector);
+        self.posted(index, outcome);
+    }
+
+    /// A post into vCPU `index`'s descriptor (by the VMM or by IPI virtualization) ended with
+    /// `outcome`: a notification is processed at once by a vCPU in guest mode and is a wake-up
+    /// for one out of it.
+    pub(super) fn posted(&mut self, index: usize, outcome: PostOutcome) {
         let vcpu = &mut self.vcpus[index];
         vcpu.counters.posts += 1;
-        let failure = match vcpu.pid.post(vector) {
+        let failure = match outcome {
             PostOutcome::Notify(notification) if vcpu.run == Run::InGuest => {
                 vcpu.counters.notified_in_guest += 1;
                 vcpu.vapic
-                    .process_posted_interrupt(&vcpu.pid, notification.vector)
+                    .process_posted_interrupt(&self.pids[index], notification.vector)
                     .map(|exit| format!("vCPU {index}: the notification caused {exit:?}"))
             }
             // A wake-up: the vCPU syncs PIR while halted or before it enters.
@@ -206,12 +238,12 @@ impl Apicv {
     /// VM entry of vCPU `index`: SN cleared, "in guest" stored, PIR synced, then the
     /// processor's entry (PPR virtualization, evaluation).
     pub(super) fn enter(&mut self, index: usize) {
-        let vcpu = &mut self.vcpus[index];
-        if vcpu.pid.notifications_suppressed() {
-            let _ = vcpu.pid.suppress_notifications(false);
+        let (vcpu, pid) = (&mut self.vcpus[index], &self.pids[index]);
+        if pid.notifications_suppressed() {
+            let _ = pid.suppress_notifications(false);
         }
         vcpu.run = Run::InGuest;
-        if vcpu.vapic.sync_posted_interrupts(&vcpu.pid) {
+        if vcpu.vapic.sync_posted_interrupts(pid) {
             vcpu.counters.pir_syncs += 1;
         }
         match vcpu.vapic.vm_entry() {
