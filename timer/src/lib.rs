@@ -6,6 +6,10 @@
 //!   each vCPU's virtual and physical timers, with system-register access by encoding.
 //! * [`pit`]: the Intel 8254 programmable interval timer with the port 0x61 gate.
 //!
+//! Features: `serde` derives serialization of the state structs (restore still validates);
+//! `kvm` (x86_64 Linux only) adds `pit::kvm`, the conversion of the PIT's state to and from
+//! KVM's `kvm_pit_state2` (KVM_GET_PIT2 / KVM_SET_PIT2).
+//!
 //! No model reads a clock. Every call that depends on time takes `now` (host nanoseconds or
 //! host counter ticks, as each method says), and every timer reports its next deadline so the
 //! VMM can arm its own host timer.

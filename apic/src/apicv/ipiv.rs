@@ -49,7 +49,7 @@ impl PidPointer {
 
     /// The descriptor's physical address, or `None` where the processor treats the entry as
     /// invalid and exits: bits 5:0 other than 000001b, or an address with bits set at or above
-    /// the processor's physical-address width `maxphyaddr` (CPUID 0x80000008 EAX[7:0]).
+    /// the processor's physical-address width `maxphyaddr` (CPUID 0x80000008 EAX bits 7:0).
     #[inline]
     pub const fn address(self, maxphyaddr: u32) -> Option<u64> {
         if self.0 & 0x3F != Self::VALID {

@@ -251,7 +251,7 @@ fn ipis_ipi_virtualization_cannot_handle_are_apic_write_exits() {
             "{why}"
         );
         assert_eq!(v.page().read(VICR_LO), icr, "{why}: the command is in the page for the VMM");
-        assert_eq!(v.page().read(VICR_HI) >> 24, destination.into());
+        assert_eq!(v.page().read(VICR_HI) >> 24, u32::from(destination));
         v.vm_entry().unwrap();
     }
     assert!(pids.iter().all(|pid| pid.pir().is_empty()), "nothing was posted");

@@ -4,11 +4,13 @@
 //! (which models own which exits).
 //!
 //! `kvm-migrate` runs on `kvm-kernel` and, at each [`crate::scenario::HostOp::Migrate`], stops
-//! the guest at its doorbell, reads KVM's in-kernel state (KVM_GET_IRQCHIP ×3, KVM_GET_LAPIC,
-//! IA32_APIC_BASE, IA32_TSC_DEADLINE, registers and pending events), restores it into the
-//! models of a new `kvm-userspace/kvm` VM on the same guest RAM and continues there; the next
-//! migration goes back the same way (KVM_SET_IRQCHIP, KVM_SET_LAPIC, KVM_SET_MSRS). Its trace
-//! must equal `kvm-kernel`'s.
+//! the guest at its doorbell, reads KVM's in-kernel state (KVM_GET_IRQCHIP ×3, KVM_GET_PIT2,
+//! KVM_GET_LAPIC, IA32_APIC_BASE, IA32_TSC_DEADLINE, registers and pending events), restores
+//! it into the models of a new `kvm-userspace/kvm` VM on the same guest RAM and continues
+//! there; the next migration goes back the same way (KVM_SET_IRQCHIP, KVM_SET_PIT2 into the
+//! new VM's KVM_CREATE_PIT2 PIT, KVM_SET_LAPIC, KVM_SET_MSRS). Its trace must equal
+//! `kvm-kernel`'s. The PIT's counter 0 restarts its count at each move, as KVM_SET_PIT2
+//! restarts it (see [`crate::kvm::state`]): scenarios assert IRQ0 counts and order, not phase.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -81,18 +83,11 @@ impl Backend for KvmBackend {
 
     fn supports(&self, scenario: &Scenario) -> Result<(), Unsupported> {
         let needs = scenario.needs();
-        if self.migrate {
-            if needs.smp {
-                return Err(Unsupported(
-                    "kvm-migrate moves a single vCPU (the harness migrates one vCPU's registers and LAPIC)"
-                        .into(),
-                ));
-            }
-            if needs.pit {
-                return Err(Unsupported(
-                    "kvm-migrate cannot move the PIT: vm-timer's PIT has no kvm_pit_state2 conversion".into(),
-                ));
-            }
+        if self.migrate && needs.smp {
+            return Err(Unsupported(
+                "kvm-migrate moves a single vCPU (the harness migrates one vCPU's registers and LAPIC)"
+                    .into(),
+            ));
         }
         match self.mode {
             Mode::Kernel | Mode::Split if needs.virtual_tsc => {
@@ -195,7 +190,14 @@ impl KvmBackend {
     }
 
     /// Moves the stopped guest of `machine` (mode `from`) to a new VM of mode `to` on the same
-    /// RAM: registers and events, then the interrupt controllers.
+    /// RAM: registers and events, then the interrupt controllers and the PIT.
+    ///
+    /// From the kernel, KVM's state is read before the old VM goes. To the kernel, the models'
+    /// state is taken once the new VM exists, just before it is set: the models go on counting
+    /// while the VM is rebuilt (as KVM's devices run while a guest is stopped), their IRQ0 edges
+    /// and LAPIC timers are advanced to that instant first (so that they are in the PIC, IOAPIC
+    /// and LAPIC state set into KVM), and KVM_SET_PIT2 restarts each counter from the count
+    /// still to go at that same instant.
     fn migrate(
         &self,
         machine: Machine,
@@ -206,31 +208,34 @@ impl KvmBackend {
     ) -> Result<(Machine, Option<Mutex<Irqchip>>), String> {
         let vcpu = machine.vcpus.first().and_then(Option::as_ref).ok_or("the vCPU is gone")?;
         let cpu = state::get_cpu(vcpu)?;
-        let now = vcpu::now();
-        let (chips, lapic, models) = match (from, chip) {
+        let models = match (from, chip) {
             (Mode::Kernel, _) => {
+                let now = vcpu::now();
                 let chips = state::get_chips(&machine.vm)?;
+                let pit = state::get_pit(&machine.vm)?;
                 let lapic = state::get_lapic(vcpu)?;
                 let mut models = Irqchip::new(self.config(to, 1, tsc_hz));
                 models.start_tsc(now);
-                state::models_from_kernel(&mut models, &chips, &[lapic], now)?;
-                (chips, lapic, Some(models))
+                state::models_from_kernel(&mut models, &chips, &pit, &[lapic], now)?;
+                models
             }
-            (_, Some(chip)) => {
-                let models = chip.into_inner().unwrap_or_else(|e| e.into_inner());
-                (state::chips_from_models(&models), state::lapic_from_model(&models, 0, now)?, None)
-            }
+            (_, Some(chip)) => chip.into_inner().unwrap_or_else(|e| e.into_inner()),
             (_, None) => return Err("no models to migrate from".into()),
         };
         let mem = machine.into_memory();
         let machine = Machine::start(to, Start { vcpus: 1, aps_wait_for_sipi: false }, mem)?;
         let vcpu = machine.vcpus.first().and_then(Option::as_ref).ok_or("the new vCPU is missing")?;
         state::set_cpu(vcpu, &cpu)?;
-        if to == Mode::Kernel {
-            state::set_chips(&machine.vm, &chips)?;
-            state::set_lapic(vcpu, &lapic)?;
+        if to != Mode::Kernel {
+            return Ok((machine, Some(Mutex::new(models))));
         }
-        Ok((machine, models.map(Mutex::new)))
+        let mut models = models;
+        let now = vcpu::now();
+        models.advance(now);
+        state::set_chips(&machine.vm, &state::chips_from_models(&models))?;
+        state::set_pit(&machine.vm, &state::pit_from_models(&models, now))?;
+        state::set_lapic(vcpu, &state::lapic_from_model(&models, 0, now)?)?;
+        Ok((machine, None))
     }
 }
 

@@ -7,7 +7,7 @@
 //!   exit with reason INVAL) and an MSR filter (IA32_APIC_BASE, TSC-deadline, the TSC MSRs:
 //!   reason FILTER) hand every LAPIC and TSC register to our models.
 //!
-//! [`state`] reads and writes KVM's in-kernel irqchip state (snapshots, migration).
+//! [`state`] reads and writes KVM's in-kernel irqchip and PIT state (snapshots, migration).
 
 pub mod cpu;
 pub mod kick;

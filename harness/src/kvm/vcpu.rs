@@ -82,19 +82,39 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
-/// Host monotonic time as the models take it: ns since the first call, plus one second.
-pub fn now() -> Now {
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    let ns = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX).saturating_add(1_000_000_000);
-    Now { ns, tsc: rdtsc() }
+/// The host's CLOCK_MONOTONIC in ns: the clock of KVM's `ktime_get()`, so that the models'
+/// host times and KVM's (the PIT's `count_load_time` in `kvm_pit_state2`) are one clock.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer; CLOCK_MONOTONIC is
+    // always available on Linux, so it cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
-/// The instant of model time `ns`.
+/// One instant on both clocks: [`Instant`] (for sleeping) and CLOCK_MONOTONIC ns.
+static ORIGIN: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+
+fn origin() -> (Instant, u64) {
+    *ORIGIN.get_or_init(|| (Instant::now(), monotonic_ns()))
+}
+
+/// Host time as the models take it: CLOCK_MONOTONIC ns (KVM's ktime) and the host TSC.
+pub fn now() -> Now {
+    Now { ns: monotonic_ns(), tsc: rdtsc() }
+}
+
+/// The instant of model time `ns` (Rust's `Instant` reads CLOCK_MONOTONIC too on Linux; the
+/// pair in [`ORIGIN`] ties the two within the nanoseconds between its two readings).
 fn instant_of(ns: u64) -> Instant {
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    origin + Duration::from_nanos(ns.saturating_sub(1_000_000_000))
+    let (instant, mono) = origin();
+    if ns >= mono {
+        instant + Duration::from_nanos(ns - mono)
+    } else {
+        instant.checked_sub(Duration::from_nanos(mono - ns)).unwrap_or(instant)
+    }
 }
 
 /// What to do after an exit, once the exit's borrow of the vCPU is over.

@@ -63,7 +63,7 @@ impl ChannelState {
 
     /// The raw element bits for a value below [`Self::modulus`].
     #[inline]
-    fn encode(&self, value: u32) -> u16 {
+    pub(super) fn encode(&self, value: u32) -> u16 {
         if self.bcd {
             let d = |div: u32| u16::try_from(value.checked_div(div).unwrap_or(0) % 10).unwrap_or(0);
             (d(1000) << 12) | (d(100) << 8) | (d(10) << 4) | d(1)
@@ -87,7 +87,7 @@ impl ChannelState {
 
     /// The raw initial count and the waveform position at clock `t` of `run`.
     #[inline]
-    fn wave_at(&self, run: &Counting, t: u64) -> (u16, u64) {
+    pub(super) fn wave_at(&self, run: &Counting, t: u64) -> (u16, u64) {
         match run.reload_at {
             Some(at) if t >= at => {
                 (self.count, self.reload_phase(run, at).saturating_add(t.wrapping_sub(at)))

@@ -20,7 +20,9 @@
 //!   last call, so the VMM pulses IRQ0 (e.g. `vm_pic::Pic::pulse_irq(0)`) once or per edge as
 //!   its lost-tick policy says.
 //! * [`PitState`] is plain data with a validating [`Pit::restore`]; feature `serde` derives
-//!   serialization.
+//!   serialization, and feature `kvm` (x86_64 Linux) converts it to and from KVM's
+//!   `kvm_pit_state2` (module `kvm`: KVM_GET_PIT2 / KVM_SET_PIT2), as losslessly as KVM's
+//!   format and KVM_SET_PIT2's restart of every counter allow.
 //!
 //! No guest input can panic the model: every port, width and byte has a defined answer.
 //!
@@ -72,6 +74,8 @@
 //! ```
 
 mod channel;
+#[cfg(all(feature = "kvm", target_arch = "x86_64", target_os = "linux"))]
+pub mod kvm;
 pub mod regs;
 mod state;
 mod wave;
