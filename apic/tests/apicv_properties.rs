@@ -13,7 +13,7 @@
 
 use proptest::prelude::*;
 use vm_apic::apicv::pid::{NotificationDestination, PostOutcome, PostedInterruptDescriptor};
-use vm_apic::apicv::{Controls, NoPidTable, VirtualApic, VmExit, VIRR, VTMR};
+use vm_apic::apicv::{Controls, NoPidTable, PostedIpi, VirtualApic, VmExit, VIRR, VTMR};
 use vm_apic::lapic::{regs, LapicConfig, LocalApic, Quirks};
 use vm_apic::{Interrupt, Shorthand, TriggerMode, VectorSet};
 
@@ -83,7 +83,7 @@ impl Apicv {
     }
 
     /// A VM exit the model returned: the VMM handles it and re-enters.
-    fn handle(&mut self, exit: Result<Option<PostOutcome>, VmExit>, eois: &mut Vec<u8>) {
+    fn handle(&mut self, exit: Result<Option<PostedIpi>, VmExit>, eois: &mut Vec<u8>) {
         match exit {
             Ok(None) => {}
             Err(VmExit::EoiInduced { vector }) => {

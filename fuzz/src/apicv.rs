@@ -28,7 +28,7 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 use vm_apic::apicv::pid::{NotificationDestination, PostOutcome, PostedInterruptDescriptor};
-use vm_apic::apicv::{Controls, MsrRead, MsrWrite, VirtualApic, VmExit, VICR_HI, VICR_LO, VIRR};
+use vm_apic::apicv::{Controls, MsrRead, MsrWrite, PostedIpi, VirtualApic, VmExit, VIRR};
 use vm_apic::lapic::{regs, LapicConfig, LocalApic, Quirks};
 use vm_apic::{Interrupt, VectorSet};
 
@@ -67,8 +67,9 @@ pub enum Op {
     SelfIpi(u8),
     /// The guest sends an IPI through the ICR: `destination % 4` is the APIC ID (0 itself, 1
     /// the second vCPU, 2 and 3 without a PID-pointer table entry); `command % 8` picks fixed
-    /// physical edge (0–2, the commands IPI virtualization handles), logical, level, NMI, the
-    /// all-excluding-self shorthand or a reserved bit.
+    /// physical edge (0, with the assert bit 1, with bit 12 2: the commands IPI virtualization
+    /// handles, bit 12 only in x2APIC mode), logical, level, NMI, the all-excluding-self
+    /// shorthand or a reserved bit.
     Ipi { destination: u8, vector: u8, command: u8 },
     /// An arbitrary APIC-access read.
     Read { offset: u16, len: u8 },
@@ -213,7 +214,10 @@ pub fn run(data: &[u8]) {
             Op::Ipi { destination, vector, command } if running => {
                 let destination = destination % 4;
                 let (bits, qualifies) = match command % 8 {
-                    0..=2 => (0, true),
+                    0 => (0, true),
+                    1 => (1 << 14, true), // level assert, as Linux sends fixed IPIs
+                    // Delivery status: ignored by the x2APIC ICR, reserved for the xAPIC checks.
+                    2 => (1 << 12, input.x2apic),
                     3 => (1 << 11, false),           // logical
                     4 => (1 << 15 | 1 << 14, false), // level
                     5 => (0b100 << 8, false),        // NMI
@@ -223,7 +227,7 @@ pub fn run(data: &[u8]) {
                 let icr = bits | u32::from(vector);
                 let result = if input.x2apic {
                     match vapic.wrmsr(0x830, u64::from(destination) << 32 | u64::from(icr), table) {
-                        MsrWrite::Posted(outcome) => Ok(Some(outcome)),
+                        MsrWrite::Posted(ipi) => Ok(Some(ipi)),
                         MsrWrite::Exit(exit) => Err(exit),
                         MsrWrite::GeneralProtection => {
                             at.check(icr & 1 << 13 != 0, "#GP without a reserved bit");
@@ -239,8 +243,9 @@ pub fn run(data: &[u8]) {
                 let gp = input.x2apic && icr & 1 << 13 != 0;
                 let posts = qualifies && vector >= 16 && destination < 2;
                 match result {
-                    Ok(Some(outcome)) => {
+                    Ok(Some(PostedIpi { destination: to, vector: posted_vector, outcome })) => {
                         at.check(posts, "an IPI that does not qualify was posted");
+                        at.check((to, posted_vector) == (destination.into(), vector), "posted elsewhere");
                         let target = if destination == 0 { pid } else { other };
                         at.check(target.pir().contains(vector), "posted into the wrong descriptor");
                         if outcome.is_new() {
@@ -277,10 +282,9 @@ pub fn run(data: &[u8]) {
                 let result = vapic.write_apic_access(u32::from(offset), data, table);
                 // Only TPR, EOI and ICR writes have the same meaning for the LAPIC model.
                 equivalent = false;
-                if let Ok(Some(outcome)) = result {
-                    let (page, icr) = (vapic.page(), vapic.page().read(VICR_LO));
-                    record(&mut posted_other, page.read(VICR_HI) >> 24, icr as u8, outcome);
-                    notify_self(&mut vapic, pid, &Some(outcome), running, &at);
+                if let Ok(Some(ipi)) = result {
+                    record(&mut posted, &mut posted_other, ipi);
+                    notify_self(&mut vapic, pid, &Some(ipi.outcome), running, &at);
                 }
                 if result.is_err() {
                     running = vapic.vm_entry().is_ok();
@@ -297,9 +301,13 @@ pub fn run(data: &[u8]) {
                 if result != MsrWrite::NotVirtualized && result != MsrWrite::GeneralProtection {
                     equivalent = false;
                 }
-                if let MsrWrite::Posted(outcome) = result {
-                    record(&mut posted_other, (value >> 32) as u32, value as u8, outcome);
-                    notify_self(&mut vapic, pid, &Some(outcome), running, &at);
+                if let MsrWrite::Posted(ipi) = result {
+                    at.check(
+                        ipi.destination == (value >> 32) as u32 && ipi.vector == value as u8,
+                        "ICR fields",
+                    );
+                    record(&mut posted, &mut posted_other, ipi);
+                    notify_self(&mut vapic, pid, &Some(ipi.outcome), running, &at);
                 }
                 if matches!(result, MsrWrite::Exit(_) | MsrWrite::NotVirtualized) {
                     running = vapic.vm_entry().is_ok();
@@ -373,10 +381,14 @@ fn notify_self(
     }
 }
 
-/// Accounts an arbitrary ICR write's post of `vector` to APIC ID `destination`: the second
-/// vCPU's PIR must hold exactly what was posted to it.
-fn record(posted_other: &mut VectorSet, destination: u32, vector: u8, outcome: PostOutcome) {
-    if destination == 1 && outcome.is_new() {
-        posted_other.insert(vector);
+/// Accounts an arbitrary ICR write's post: this vCPU's posted vectors must not be lost, and the
+/// second vCPU's PIR must hold exactly what was posted to it.
+fn record(posted: &mut VectorSet, posted_other: &mut VectorSet, ipi: PostedIpi) {
+    if ipi.outcome.is_new() {
+        match ipi.destination {
+            0 => posted.insert(ipi.vector),
+            1 => posted_other.insert(ipi.vector),
+            _ => false,
+        };
     }
 }

@@ -207,9 +207,13 @@ fn guest_tpr_eoi_and_self_ipis_complete_without_vm_exits() {
     let reasons = [ExitReason::ApicWrite, ExitReason::ApicAccess, ExitReason::Io, ExitReason::Hlt];
     assert_eq!(reasons.map(|r| c[0].exits_for(r)), [1, 1, 1, 1]);
     assert_eq!(c[0].exits(), 4);
-    // x2APIC: the SELF IPI MSR and the MSR EOIs pass; the ICR MSR and SVR exit.
-    let (_, c) = run_both("lapic-self-ipi-x2apic", Profile::Kvm);
-    assert_eq!((c[0].deliveries, c[0].posts), (2, 1)); // 0x62 virtualized, 0x63 posted
+    // x2APIC: the SELF IPI MSR and the MSR EOIs pass; SVR exits; the ICR with the self
+    // shorthand is an APIC-write exit whose IPI the VMM posts (0x63); the fixed physical IPI
+    // to its own ID is posted by IPI virtualization (0x64), and the ICR read after the next
+    // exit still gives what the guest wrote.
+    let (out, c) = run_both("lapic-self-ipi-x2apic", Profile::Kvm);
+    assert_eq!((c[0].deliveries, c[0].posts, c[0].ipis_virtualized), (3, 2, 1));
+    assert!(logs(&out)[0].contains("irq:0x64 val:0xfee00d00 val:0x64"), "{:?}", logs(&out));
 }
 
 #[test]
@@ -242,4 +246,36 @@ fn a_scenario_the_models_reject_is_a_reported_error_on_software_apicv_too() {
         Scenario::new("p80", "", irq_harness::scenario::EoiPolicy::None, vec![scenarios::out(0x80, 1)]);
     let err = SoftwareApicv::new(Profile::Kvm).run(&scenario, &RunOptions::default()).unwrap_err();
     assert!(err.message.contains("port 0x80"), "{err}");
+}
+
+#[test]
+fn an_ipi_to_a_software_disabled_apic_exits_and_is_refused_as_a_lapic_refuses_it() {
+    use irq_harness::scenario::Expect::{Irq, Value};
+    use irq_harness::scenario::{EoiPolicy, Op};
+    use irq_harness::scenarios::apic::{eoi, ipi, lapic_enable, lapic_read, reg, start_ap};
+    // The BSP sends fixed 0x6f to the AP right after its start-up IPI, while the AP's APIC is
+    // still software-disabled (SVR after INIT); the AP then enables it, reads IRR word 3 and
+    // says hello. A LAPIC discards the fixed IPI: the PID-pointer table has no entry for a
+    // disabled APIC, so IPI virtualization must not post it either.
+    let mut bsp = vec![lapic_enable()];
+    bsp.extend(start_ap(1));
+    bsp.extend(ipi(1, 0x6F));
+    bsp.extend([Op::Wait, eoi()]);
+    let mut ap =
+        vec![Op::Spin(1), Op::Loop { target: 0, count: 16 }, lapic_enable(), lapic_read(reg::IRR + 0x30)];
+    ap.extend(ipi(0, 0x7F));
+    let scenario =
+        Scenario::new("ipi-to-disabled-apic", "fixed IPI to a software-disabled APIC", EoiPolicy::None, bsp)
+            .ap(ap)
+            .aps_wait_for_sipi()
+            .expect(vec![Irq(0x7F)])
+            .expect_aps(vec![vec![Value(0)]]);
+    for profile in PROFILES {
+        let plain = Software::new(profile).run(&scenario, &RunOptions::default()).unwrap();
+        let (apicv, c) = SoftwareApicv::new(profile).run_counted(&scenario).unwrap();
+        assert_eq!(logs(&plain), ["irq:0x7f", "val:0x0"]);
+        assert_eq!(logs(&apicv), logs(&plain));
+        // 0x6f exited (no entry for the disabled APIC); the hello to the enabled BSP did not.
+        assert_eq!((c[0].ipis_virtualized, c[1].ipis_virtualized), (0, 1));
+    }
 }

@@ -15,14 +15,36 @@
 //! * an entry exists only for an APIC ID that names exactly one vCPU: a guest that changes an
 //!   xAPIC ID makes that ID's entry wrong (KVM inhibits APIC virtualization then);
 //! * the broadcast destinations (0xFF in xAPIC mode) have no valid entry, so a broadcast exits
-//!   and is delivered to every APIC by the VMM;
+//!   and is delivered to every APIC by the VMM (the processor does not treat 0xFF specially:
+//!   it looks entry 0xFF up like any other);
 //! * a vCPU that blocks gets a notification vector that wakes it (KVM's wake-up vector),
-//!   since the processor notifies whatever NV and NDST say.
+//!   since the processor notifies whatever NV and NDST say;
+//! * the processor does not look at the target's SVR: a fixed IPI to a software-disabled APIC
+//!   is posted, where a LAPIC discards it. A VMM that wants the LAPIC's answer drops the
+//!   entry while the target's SVR bit 8 is clear (SVR writes are APIC-write exits, so it sees
+//!   every change); KVM keeps it, and posts.
 //!
 //! In the model [`PidPointerTable`] is the lookup the processor does; [`PidPointer`] is the
 //! hardware's entry format, for a VMM that builds the real table.
 
-use super::PostedInterruptDescriptor;
+use super::{PostOutcome, PostedInterruptDescriptor};
+
+/// An IPI that IPI virtualization completed: `vector` was posted into the descriptor of APIC
+/// ID `destination` with `outcome` ([`PostOutcome::Notify`]: the processor sent the
+/// descriptor's notification vector to its notification destination).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PostedIpi {
+    /// The destination APIC ID (xAPIC: ICR bits 63:56; x2APIC: bits 63:32).
+    pub destination: u32,
+    /// The vector posted.
+    pub vector: u8,
+    /// What the post did.
+    pub outcome: PostOutcome,
+}
+
+/// The largest index a PID-pointer table can have: the last PID-pointer index is a 16-bit
+/// VMCS field.
+pub const MAX_PID_POINTER_INDEX: u32 = 0xFFFF;
 
 /// One 8-byte PID-pointer table entry as the processor reads it: bit 0 valid, bits 5:1 zero,
 /// and the 64-byte-aligned physical address of a posted-interrupt descriptor in bits 63:6.
@@ -71,10 +93,14 @@ pub trait PidPointerTable {
 }
 
 /// A table whose index is the APIC ID and whose entries are all valid: the last PID-pointer
-/// index is `len() - 1`.
+/// index is `len() - 1` (at most [`MAX_PID_POINTER_INDEX`]). Every entry is valid, 0xFF too:
+/// with 256 or more vCPUs and xAPIC guests use the `Option` table and leave entry 0xFF empty.
 impl PidPointerTable for [PostedInterruptDescriptor] {
     #[inline]
     fn descriptor(&self, apic_id: u32) -> Option<&PostedInterruptDescriptor> {
+        if apic_id > MAX_PID_POINTER_INDEX {
+            return None;
+        }
         self.get(usize::try_from(apic_id).ok()?)
     }
 }
@@ -87,10 +113,14 @@ impl<const N: usize> PidPointerTable for [PostedInterruptDescriptor; N] {
     }
 }
 
-/// A table whose index is the APIC ID, `None` marking an invalid entry.
+/// A table whose index is the APIC ID, `None` marking an invalid entry (the last PID-pointer
+/// index is `len() - 1`, at most [`MAX_PID_POINTER_INDEX`]).
 impl PidPointerTable for [Option<&PostedInterruptDescriptor>] {
     #[inline]
     fn descriptor(&self, apic_id: u32) -> Option<&PostedInterruptDescriptor> {
+        if apic_id > MAX_PID_POINTER_INDEX {
+            return None;
+        }
         self.get(usize::try_from(apic_id).ok()?).copied().flatten()
     }
 }

@@ -38,7 +38,7 @@ pub mod ipiv;
 mod page;
 pub mod pid;
 
-pub use ipiv::{NoPidTable, PidPointer, PidPointerTable};
+pub use ipiv::{NoPidTable, PidPointer, PidPointerTable, PostedIpi};
 pub use page::{VirtualApicPage, VEOI, VICR_HI, VICR_LO, VIRR, VISR, VPPR, VTMR, VTPR};
 pub use pid::{Notification, NotificationDestination, PostOutcome, PostedInterruptDescriptor};
 
@@ -193,9 +193,9 @@ pub enum MsrWrite {
     /// Virtualized and complete, no exit.
     Done,
     /// An ICR write completed by IPI virtualization: the vector was posted into the
-    /// destination's descriptor, with this outcome. [`PostOutcome::Notify`] means the processor
-    /// sent the notification vector to the notification destination; nothing else is sent.
-    Posted(PostOutcome),
+    /// destination's descriptor. [`PostOutcome::Notify`] means the processor sent the
+    /// notification vector to the notification destination; nothing else is sent.
+    Posted(PostedIpi),
     /// Virtualized, then a trap-like VM exit.
     Exit(VmExit),
     /// Virtualized as #GP(0) (reserved bits set): the guest takes a fault.
@@ -627,7 +627,7 @@ impl VirtualApic {
     /// self-IPI is virtualized when the command is fixed, edge, self-shorthand, vector ≥ 16 and
     /// its reserved bits are 0; otherwise, with IPI virtualization, a fixed, edge, physical,
     /// no-shorthand command is posted to the APIC ID in VICR_HI bits 31:24 through `pids`
-    /// (`Ok(Some(outcome))`, see [`ipiv`]); anything else is an APIC-write exit; ICR high →
+    /// (`Ok(Some(posted))`, see [`ipiv`]); anything else is an APIC-write exit; ICR high →
     /// bytes 2:0 cleared; any other register → an APIC-write exit. Which offsets are
     /// virtualized depends on the controls (TPR alone; TPR, EOI and ICR low with
     /// virtual-interrupt delivery; also ID, LDR, DFR, SVR, ESR, the LVTs, ICR high, the initial
@@ -640,7 +640,7 @@ impl VirtualApic {
         offset: u32,
         data: &[u8],
         pids: &(impl PidPointerTable + ?Sized),
-    ) -> Result<Option<PostOutcome>, VmExit> {
+    ) -> Result<Option<PostedIpi>, VmExit> {
         let exit = Err(VmExit::ApicAccess { offset, write: true });
         if !self.controls.contains(Controls::VIRTUALIZE_APIC_ACCESSES)
             || !Self::in_low_bytes(offset, data.len())
@@ -720,26 +720,23 @@ impl VirtualApic {
 
     /// IPI virtualization of `vector` to APIC ID `destination`: a vector below 16, a
     /// destination past the table's last index or an invalid entry is an APIC-write exit for
-    /// the ICR; otherwise the processor posts `vector` into the destination's descriptor
-    /// (setting ON and sending the notification if ON and SN were clear) and returns the
-    /// outcome. The sender's own virtual interrupts are not evaluated: a notification to
-    /// itself arrives as a physical interrupt ([`VirtualApic::process_posted_interrupt`]).
-    ///
-    /// A vector already in PIR coalesces ([`PostOutcome::Coalesced`]) without looking at ON:
-    /// whoever posted it first set ON or found it set, and the consumer clears ON before it
-    /// takes PIR, so the vector is delivered either way.
+    /// the ICR; otherwise the processor posts `vector` into the destination's descriptor as
+    /// the SDM's pseudo-code does ([`PostedInterruptDescriptor::post_as_hardware`]: PIR bit
+    /// set, then ON set and the notification sent if ON and SN were clear). The sender's own
+    /// virtual interrupts are not evaluated: a notification to itself arrives as a physical
+    /// interrupt ([`VirtualApic::process_posted_interrupt`]).
     fn virtualize_ipi(
         &self,
         vector: u8,
         destination: u32,
         pids: &(impl PidPointerTable + ?Sized),
-    ) -> Result<PostOutcome, VmExit> {
+    ) -> Result<PostedIpi, VmExit> {
         let exit = VmExit::ApicWrite { offset: regs::ICR_LOW };
         if vector < 16 {
             return Err(exit);
         }
         let pid = pids.descriptor(destination).ok_or(exit)?;
-        Ok(pid.post(vector))
+        Ok(PostedIpi { destination, vector, outcome: pid.post_as_hardware(vector) })
     }
 
     /// A guest RDMSR of `msr` ("virtualize x2APIC mode"): with APIC-register virtualization any

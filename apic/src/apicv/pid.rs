@@ -364,11 +364,12 @@ impl PostedInterruptDescriptor {
         (word, bit)
     }
 
-    /// Posts `vector`: what a VMM (or VT-d, for an assigned device's interrupt, or the CPU with
-    /// IPI virtualization) does to request an interrupt for the vCPU that owns the descriptor.
+    /// Posts `vector`: what a VMM does to request an interrupt for the vCPU that owns the
+    /// descriptor (KVM's `pi_test_and_set_pir` first; VT-d and IPI virtualization follow
+    /// [`post_as_hardware`](Self::post_as_hardware)).
     ///
     /// Atomically sets PIR bit `vector`; if it was already set the post merges with the earlier
-    /// one ([`PostOutcome::Coalesced`]). Otherwise it reads the control word and, in one
+    /// one ([`PostOutcome::Coalesced`]): whoever posted it first set ON or found it set. Otherwise it reads the control word and, in one
     /// compare-exchange (retried, reading the word once per attempt, only if another agent
     /// changed it in between): if ON is set, leaves it ([`PostOutcome::Pending`]); else if SN is
     /// set, leaves ON clear ([`PostOutcome::Suppressed`], VT-d's behaviour); else sets ON and
@@ -383,6 +384,32 @@ impl PostedInterruptDescriptor {
         if word.fetch_or(bit, Ordering::SeqCst) & bit != 0 {
             return PostOutcome::Coalesced;
         }
+        self.raise_on()
+    }
+
+    /// Posts `vector` as the hardware does it (VT-d, and the processor for IPI virtualization,
+    /// SDM "IPI Virtualization"): PIR bit `vector` is set and then ON is examined whether or
+    /// not the bit was already set, so a vector that sits in PIR without ON (a descriptor a
+    /// VMM wrote, or one whose SN was cleared without recomputing ON) still gets its
+    /// notification. With ON and SN clear: [`PostOutcome::Notify`]. Otherwise, if the bit was
+    /// already set, [`PostOutcome::Coalesced`], else [`PostOutcome::Pending`] or
+    /// [`PostOutcome::Suppressed`] as for [`post`](Self::post). Costs one more
+    /// read-modify-write than `post` only when the vector was already requested.
+    #[inline]
+    pub fn post_as_hardware(&self, vector: u8) -> PostOutcome {
+        let (word, bit) = self.pir_word(vector);
+        let requested = word.fetch_or(bit, Ordering::SeqCst) & bit != 0;
+        match self.raise_on() {
+            PostOutcome::Pending | PostOutcome::Suppressed if requested => PostOutcome::Coalesced,
+            outcome => outcome,
+        }
+    }
+
+    /// The control-word half of a post, after its PIR bit is set: in one compare-exchange
+    /// (retried, reading the word once per attempt), leave ON if set (Pending), leave ON clear
+    /// if SN is set (Suppressed), else set ON (Notify with NV and NDST).
+    #[inline]
+    fn raise_on(&self) -> PostOutcome {
         // Every path below ends in a successful compare-exchange, so the poster's view of ON and
         // SN is a read-modify-write, ordered against the consumer's (also read-modify-write)
         // clearing of ON or SN: whichever comes second sees the other's effect.

@@ -183,7 +183,8 @@ fn two_descriptors() -> [PostedInterruptDescriptor; 2] {
         .map(|cpu| PostedInterruptDescriptor::with_notification(0xF2, NotificationDestination::x2apic(cpu)))
 }
 
-/// vCPU 0 with IPI virtualization in xAPIC mode sends `icr` to APIC ID `destination`.
+/// vCPU 0 with IPI virtualization in xAPIC mode sends `icr` to APIC ID `destination`; the
+/// outcome of the post, checked to name that destination and vector.
 fn xapic_ipi(
     v: &mut VirtualApic,
     destination: u8,
@@ -192,7 +193,11 @@ fn xapic_ipi(
 ) -> Result<Option<PostOutcome>, VmExit> {
     let high = (u32::from(destination) << 24).to_le_bytes();
     assert_eq!(v.write_apic_access(ICR_HIGH, &high, pids), Ok(None));
-    v.write_apic_access(ICR_LOW, &icr.to_le_bytes(), pids)
+    let result = v.write_apic_access(ICR_LOW, &icr.to_le_bytes(), pids);
+    Ok(result?.map(|posted| {
+        assert_eq!((posted.destination, posted.vector), (destination.into(), icr as u8));
+        posted.outcome
+    }))
 }
 
 #[test]
@@ -216,6 +221,31 @@ fn ipi_virtualization_posts_a_fixed_physical_ipi_and_notifies_the_destination() 
     let _ = pids[1].suppress_notifications(true);
     assert_eq!(xapic_ipi(&mut sender, 1, 0x4080, &pids), Ok(Some(PostOutcome::Suppressed)));
     assert!(pids[1].pir().contains(0x80));
+}
+
+#[test]
+fn ipi_virtualization_notifies_for_a_vector_left_in_pir_without_on() {
+    // SDM pseudo-code: PIR[V] ← 1, then ON and SN are examined whether or not PIR[V] was
+    // already set. A descriptor with 0x61 requested but ON clear (as a VMM may write it):
+    // hardware posting notifies, a VMM's `post` merges silently.
+    let mut image = [0u8; 64];
+    image[(0x61 / 8) as usize] = 1 << (0x61 % 8);
+    image[34] = 0xF2; // NV
+    let pids = [PostedInterruptDescriptor::new(), PostedInterruptDescriptor::from_bytes(&image)];
+    assert_eq!(pids[1].post(0x61), PostOutcome::Coalesced);
+    assert!(!pids[1].outstanding(), "post leaves ON clear");
+    let mut v = entered(Controls::APICV | Controls::IPI_VIRTUALIZATION);
+    assert!(
+        matches!(xapic_ipi(&mut v, 1, 0x4061, &pids), Ok(Some(PostOutcome::Notify(n))) if n.vector == 0xF2)
+    );
+    assert!(pids[1].outstanding());
+    // ON now set: a repeat of the same vector merges.
+    assert_eq!(xapic_ipi(&mut v, 1, 0x4061, &pids), Ok(Some(PostOutcome::Coalesced)));
+    // With SN set a repeat still merges, and a new vector is suppressed.
+    let _ = pids[1].harvest();
+    let _ = pids[1].suppress_notifications(true);
+    assert_eq!(xapic_ipi(&mut v, 1, 0x4070, &pids), Ok(Some(PostOutcome::Suppressed)));
+    assert_eq!(xapic_ipi(&mut v, 1, 0x4070, &pids), Ok(Some(PostOutcome::Coalesced)));
 }
 
 #[test]
@@ -273,7 +303,10 @@ fn x2apic_icr_writes_are_virtualized_with_ipi_virtualization() {
     let pids = two_descriptors();
     let mut v = entered(Controls::APICV_X2APIC | Controls::IPI_VIRTUALIZATION);
     // The 32-bit destination is bits 63:32.
-    assert!(matches!(v.wrmsr(0x830, 1 << 32 | 0x61, &pids), MsrWrite::Posted(PostOutcome::Notify(_))));
+    assert!(matches!(
+        v.wrmsr(0x830, 1 << 32 | 0x61, &pids),
+        MsrWrite::Posted(PostedIpi { destination: 1, vector: 0x61, outcome: PostOutcome::Notify(_) })
+    ));
     assert!(pids[1].pir().contains(0x61));
     assert_eq!(v.page().read64(VICR_LO), 1 << 32 | 0x61, "the ICR is in the page as 64 bits");
     assert_eq!(v.wrmsr(0x830, 1 << 32 | 1 << 13 | 0x61, &pids), MsrWrite::GeneralProtection);

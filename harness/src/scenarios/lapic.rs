@@ -90,14 +90,18 @@ fn self_ipi_x2apic() -> Scenario {
         Op::Wait, // EOI by MSR 0x80B
         Op::Wrmsr(msr::ICR, u64::from(icr::SELF) | 0x63),
         Op::Wait,
-        Op::Rdmsr(msr::ICR), // 64 bits
+        Op::Rdmsr(msr::ICR),       // 64 bits
+        Op::Wrmsr(msr::ICR, 0x64), // fixed, physical, to APIC 0: itself (IPI virtualization)
+        Op::Wait,
+        Op::Rdmsr(msr::APIC_BASE), // an exit, then the ICR the guest wrote
+        Op::Rdmsr(msr::ICR),
         Op::Rdmsr(msr::PPR),
         lapic_read(reg::ID), // the MMIO page is not decoded in x2APIC mode: all ones
         snapshot("end"),
     ];
     Scenario::new(
         "lapic-self-ipi-x2apic",
-        "xAPIC -> x2APIC switch; x2APIC ID and LDR; SELF IPI and ICR self-IPIs with EOI by MSR; the MMIO page reads all ones",
+        "xAPIC -> x2APIC switch; x2APIC ID and LDR; SELF IPI, ICR self-IPIs (shorthand, and physical to its own ID) with EOI by MSR, the ICR read back; the MMIO page reads all ones",
         EoiPolicy::X2apicMsr,
         ops,
     )
@@ -109,6 +113,9 @@ fn self_ipi_x2apic() -> Scenario {
         Irq(0x62),
         Irq(0x63),
         Value(u64::from(icr::SELF) | 0x63),
+        Irq(0x64),
+        Value(base::X2APIC),
+        Value(0x64),
         Value(0),
         Value(0xFFFF_FFFF),
     ])

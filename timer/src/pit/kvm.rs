@@ -63,7 +63,10 @@
 //! * a one-shot (modes 0, 1, 4, 5) before its terminal count goes as `count` = the clocks
 //!   still to go and `count_load_time` = the start of the current clock, so that KVM_SET_PIT2,
 //!   which restarts the counter from `count`, ends it at the same instant and KVM reads the
-//!   same counts on the way;
+//!   same counts on the way — except counter 2 in modes 1 and 5, whose gate (port 0x61) can
+//!   still rise and restart it from `count`: it goes as its initial count N with its true load
+//!   time, so that a later trigger counts N again (KVM_SET_PIT2 restarts the current run, see
+//!   below);
 //! * a periodic counter (modes 2, 3) goes as its period N with `count_load_time` at the start
 //!   of the current period (KVM_SET_PIT2 then restarts the period: see below);
 //! * a one-shot past its terminal count goes as N with `count_load_time` at its load, which
@@ -85,7 +88,9 @@
 //!   save/restore (KVM_GET_PIT2 then KVM_SET_PIT2) does exactly the same.
 //! * **Periodic phase, to KVM.** KVM_SET_PIT2 restarts every period at the ioctl (the
 //!   format carries the phase of counters 1 and 2, KVM discards it). The next IRQ0 comes up
-//!   to one period late; none is lost or added. A one-shot that has reached terminal count is
+//!   to one period late; none is lost or added. Counter 2 in modes 1 and 5 is restarted the
+//!   same way: its current run ends late by the clocks it had already counted (keeping N for
+//!   the next gate trigger matters more: that is how software uses those modes). A one-shot that has reached terminal count is
 //!   restarted by KVM_SET_PIT2 and fires (mode 0, 1, 4 on counter 0) once more after N clocks.
 //! * **Sub-clock phase of counter 0** in both directions: KVM restarts counter 0 at the
 //!   ioctl, within a PIT clock (838 ns) of the instant the conversion assumes.
@@ -240,8 +245,9 @@ fn ns_to_ktime(ns: u64) -> i64 {
 }
 
 impl ChannelState {
-    /// This counter as KVM's channel state at host time `now`.
-    fn kvm_channel(&self, now: u64) -> kvm_pit_channel_state {
+    /// This counter as KVM's channel state at host time `now`; `gated`: its gate can still rise
+    /// (counter 2, on port 0x61), which restarts modes 1 and 5 from `count`.
+    fn kvm_channel(&self, now: u64, gated: bool) -> kvm_pit_channel_state {
         if *self == ChannelState::reset(self.gate) {
             return kvm_pit_channel_state {
                 count: MAX_COUNT,
@@ -253,7 +259,7 @@ impl ChannelState {
         }
         let mut ch = *self;
         ch.settle(now);
-        let (count, load) = ch.kvm_count_and_load(now);
+        let (count, load) = ch.kvm_count_and_load(now, gated);
         let read_state = match ch.access {
             Access::Lsb => RW_STATE_LSB,
             Access::Msb => RW_STATE_MSB,
@@ -287,12 +293,13 @@ impl ChannelState {
         }
     }
 
-    /// KVM's `count` and `count_load_time` (host ns) for this counter at `now`.
-    fn kvm_count_and_load(&self, now: u64) -> (u32, u64) {
+    /// KVM's `count` and `count_load_time` (host ns) for this counter at `now` (`gated`: see
+    /// [`Self::kvm_channel`]).
+    fn kvm_count_and_load(&self, now: u64, gated: bool) -> (u32, u64) {
         match self.phase {
             // KVM counts at once whatever it is given: from now, the count register.
             Phase::Idle | Phase::Waiting => (kvm_count(self.count), now),
-            Phase::Paused { position } => self.kvm_position(self.loaded, position, now),
+            Phase::Paused { position } => self.kvm_position(self.loaded, position, now, gated),
             Phase::Counting(run) => {
                 let t = wave::ns_to_ticks(now.saturating_sub(run.start_ns));
                 // The instant clock t began: the position is the same from then to now.
@@ -305,20 +312,23 @@ impl ChannelState {
                     return (kvm_count(self.count), began);
                 }
                 let (raw, position) = self.wave_at(&run, t);
-                self.kvm_position(raw, position, began)
+                self.kvm_position(raw, position, began, gated)
             }
         }
     }
 
     /// `count` and `count_load_time` for the waveform of raw initial count `raw` at
-    /// `position`, in the clock that began at host time `began`.
-    fn kvm_position(&self, raw: u16, position: u64, began: u64) -> (u32, u64) {
+    /// `position`, in the clock that began at host time `began` (`gated`: see
+    /// [`Self::kvm_channel`]).
+    fn kvm_position(&self, raw: u16, position: u64, began: u64, gated: bool) -> (u32, u64) {
         let n = u64::from(self.initial(raw));
         // The instant KVM's clock `clocks` before this one began.
         let back = |clocks: u64| kvm_ticks_to_ns_ceil(clocks).map_or(0, |ns| began.saturating_sub(ns));
+        // A gate rising edge restarts modes 1 and 5 from `count`: it must stay N.
+        let retriggerable = gated && matches!(self.mode, 1 | 5);
         if periodic(self.kind()) {
             (kvm_count(raw), back(position.checked_rem(n).unwrap_or(0)))
-        } else if position < n {
+        } else if position < n && !retriggerable {
             // Before terminal count: the clocks still to go, loaded now, so that
             // KVM_SET_PIT2's restart ends it at the same instant.
             let remaining = u32::try_from(n.wrapping_sub(position)).unwrap_or(0);
@@ -450,7 +460,7 @@ impl PitState {
     pub fn to_kvm(&self, now: u64) -> kvm_pit_state2 {
         let [c0, c1, c2] = &self.channels;
         kvm_pit_state2 {
-            channels: [c0.kvm_channel(now), c1.kvm_channel(now), c2.kvm_channel(now)],
+            channels: [c0.kvm_channel(now, false), c1.kvm_channel(now, false), c2.kvm_channel(now, true)],
             flags: if self.speaker_data { KVM_PIT_FLAGS_SPEAKER_DATA_ON } else { 0 },
             reserved: [0; 9],
         }

@@ -2,7 +2,7 @@
 //! operations does on an APICv processor (virtualized, or an exit the VMM handles with the
 //! models), see the [parent module](super).
 
-use vm_apic::apicv::{Controls, MsrRead, MsrWrite, PostOutcome, VmExit, VICR_HI};
+use vm_apic::apicv::{Controls, MsrRead, MsrWrite, PostedIpi, VmExit};
 use vm_apic::lapic::regs;
 use vm_apic::lapic::PendingEvents;
 
@@ -95,10 +95,7 @@ impl InterruptPath for Apicv {
         let table = PidTable { pids: &self.pids, lapics: &self.chip.lapics };
         match self.vcpus[vcpu].vapic.write_apic_access(offset, data, &table) {
             Ok(None) => self.virtualized(vcpu),
-            Ok(Some(outcome)) => {
-                let destination = self.page(vcpu).read(VICR_HI) >> 24;
-                self.ipi_virtualized(vcpu, destination, outcome);
-            }
+            Ok(Some(posted)) => self.ipi_virtualized(vcpu, posted),
             Err(VmExit::EoiInduced { vector }) => self.eoi_induced(vcpu, vector, now),
             Err(VmExit::ApicWrite { offset }) => {
                 // Trap-like: the value is in the page; the model's register takes it.
@@ -138,8 +135,8 @@ impl InterruptPath for Apicv {
                     self.virtualized(vcpu);
                     return MsrAnswer::Value(0);
                 }
-                MsrWrite::Posted(outcome) => {
-                    self.ipi_virtualized(vcpu, (value >> 32) as u32, outcome);
+                MsrWrite::Posted(posted) => {
+                    self.ipi_virtualized(vcpu, posted);
                     return MsrAnswer::Value(0);
                 }
                 MsrWrite::GeneralProtection => return MsrAnswer::Fault,
@@ -262,12 +259,12 @@ impl InterruptPath for Apicv {
 }
 
 impl Apicv {
-    /// vCPU `vcpu`'s ICR write to APIC ID `destination` was completed by IPI virtualization
-    /// with `outcome` (the table's entry `n` is vCPU `n`): no exit on the sender; the
-    /// destination processes the notification or is woken.
-    fn ipi_virtualized(&mut self, vcpu: usize, destination: u32, outcome: PostOutcome) {
+    /// vCPU `vcpu`'s ICR write was completed by IPI virtualization (the table's entry `n` is
+    /// vCPU `n`): no exit on the sender; the destination processes the notification or is
+    /// woken.
+    fn ipi_virtualized(&mut self, vcpu: usize, posted: PostedIpi) {
         self.virtualized(vcpu);
         self.vcpus[vcpu].counters.ipis_virtualized += 1;
-        self.posted(destination as usize, outcome);
+        self.posted(posted.destination as usize, posted.outcome);
     }
 }

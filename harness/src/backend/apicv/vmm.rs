@@ -6,7 +6,7 @@ use vm_apic::apicv::{
     eoi_exit_bitmap, Controls, NotificationDestination, PidPointerTable, PostOutcome,
     PostedInterruptDescriptor, VirtualApic, VirtualApicPage, VICR_HI, VICR_LO, VIRR, VTMR,
 };
-use vm_apic::lapic::regs::{Svr, ICR_LOW_WRITABLE};
+use vm_apic::lapic::regs::{Svr, ICR_DELIVERY_STATUS, ICR_LOW_WRITABLE};
 use vm_apic::lapic::{ApicMode, LocalApic, Quirks};
 use vm_apic::VectorSet;
 
@@ -58,9 +58,12 @@ fn controls_for(lapic: &LocalApic) -> Controls {
     }
 }
 
-/// The PID-pointer table as KVM keeps it: entry `n` locates vCPU `n`'s descriptor, and is
-/// only good while that vCPU's APIC ID is still `n` (KVM inhibits APIC virtualization once a
-/// guest changes an xAPIC ID; here that ID's IPIs exit and the models deliver them).
+/// The PID-pointer table: entry `n` locates vCPU `n`'s descriptor, as KVM's does, and is only
+/// good while that vCPU's APIC ID is still `n` (KVM inhibits APIC virtualization once a guest
+/// changes an xAPIC ID) and its APIC is software-enabled. KVM keeps the entry of a
+/// software-disabled APIC, so there a fixed IPI is posted although a LAPIC would discard it;
+/// this VMM drops the entry instead (it sees every SVR and IA32_APIC_BASE write, as exits), so
+/// that such IPIs exit and the models refuse them as a LAPIC does.
 pub(super) struct PidTable<'a> {
     /// The descriptors, index = vCPU.
     pub(super) pids: &'a [PostedInterruptDescriptor],
@@ -72,7 +75,7 @@ impl PidPointerTable for PidTable<'_> {
     fn descriptor(&self, apic_id: u32) -> Option<&PostedInterruptDescriptor> {
         let index = usize::try_from(apic_id).ok()?;
         let lapic = self.lapics.get(index)?;
-        (lapic.id() == apic_id).then(|| self.pids.get(index)).flatten()
+        (lapic.id() == apic_id && lapic.is_software_enabled()).then(|| self.pids.get(index)).flatten()
     }
 }
 
@@ -134,6 +137,10 @@ impl Apicv {
                     ICR_LOW_WRITABLE
                 };
                 state.icr = u64::from(page.read(VICR_HI)) << 32 | (u64::from(page.read(VICR_LO)) & low);
+            } else {
+                // IPI virtualization writes the 64-bit ICR into the page without an exit (the
+                // WRMSR's reserved bits were checked: they #GP).
+                state.icr = page.read64(VICR_LO) & !ICR_DELIVERY_STATUS;
             }
             if let Err(e) = lapic.restore(&state) {
                 failure.get_or_insert(format!(

@@ -190,6 +190,27 @@ fn every_mode_on_counter_2_keeps_its_count_out_and_phase_through_kvm() {
 }
 
 #[test]
+fn a_retriggered_counter_2_counts_its_initial_count_again_after_a_trip_through_kvm() {
+    // Modes 1 and 5 restart from `count` at a gate rising edge (KVM's pit_set_gate does the
+    // same): a one-shot moved mid-run must still hold N, not the clocks it had left.
+    for mode in [1, 5] {
+        let pit = counter2_running(mode, 1000);
+        let now = at(T0, 400) + 300;
+        let kvm = pit.state().to_kvm(now);
+        assert_eq!(kvm.channels[2].count, 1000, "mode {mode}: N, not the 600 clocks to go");
+        let mut moved = through_kvm(&pit, now);
+        let mut original = pit.clone();
+        for p in [&mut moved, &mut original] {
+            gate2(p, false, at(T0, 450));
+            gate2(p, true, at(T0, 460)); // retrigger
+        }
+        let t = at(T0, 470) + 400;
+        assert_eq!(view(&moved, Counter::Counter2, t), view(&original, Counter::Counter2, t), "mode {mode}");
+        assert_eq!(view(&moved, Counter::Counter2, t).0, 990, "mode {mode}: N − 10 clocks after the trigger");
+    }
+}
+
+#[test]
 fn counter0_one_shot_in_flight_fires_within_a_clock_of_its_instant_after_a_trip_through_kvm() {
     for mode in [0, 4] {
         let mut pit = Pit::new();
