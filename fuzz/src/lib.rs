@@ -3,4 +3,5 @@ pub mod corpus;
 pub mod ioapic;
 pub mod lapic;
 pub mod pic;
+pub mod pit_kvm;
 pub mod timers;
