@@ -12,6 +12,7 @@
 //! `kvm-kernel`'s. The PIT's counter 0 restarts its count at each move, as KVM_SET_PIT2
 //! restarts it (see [`crate::kvm::state`]): scenarios assert IRQ0 counts and order, not phase.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,7 @@ impl Segment<'_, '_> {
             tsc_hz: u64::from(self.machine.tsc_khz) * 1000,
             aps_wait_for_sipi,
             stop_at_migrate,
+            progress: AtomicU64::new(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)),
         };
         let mut fds: Vec<_> = self.machine.vcpus.iter_mut().map(|v| v.take()).collect();
         let results: Vec<Result<VcpuOutcome, RunError>> = std::thread::scope(|scope| {

@@ -15,6 +15,7 @@
 //! latches one ([`Machine::start_ap`]); either way it then runs the trampoline, whose doorbell
 //! puts it in long mode at its program.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,10 @@ pub struct Shared<'a> {
     /// A [`HostOp::Migrate`] doorbell ends the run (the `kvm-migrate` backend then moves the
     /// guest and calls [`run`] again); otherwise it is a no-op.
     pub stop_at_migrate: bool,
+    /// When any vCPU last made progress (an exit or a log entry), ns after `started`: the
+    /// watchdog fires only when the whole guest has stalled, so that a vCPU waiting for an
+    /// interrupt another, slower vCPU is still on its way to send is not taken for lost.
+    pub progress: AtomicU64,
 }
 
 /// What one vCPU did.
@@ -191,6 +196,19 @@ struct Loop {
 }
 
 impl Loop {
+    /// This vCPU made progress now (and so did the guest).
+    fn progressed(&mut self, shared: &Shared<'_>) {
+        self.last_progress = Instant::now();
+        let ns = u64::try_from(self.last_progress.saturating_duration_since(shared.started).as_nanos());
+        shared.progress.fetch_max(ns.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When the guest, any of its vCPUs, last made progress.
+    fn last_progress(&self, shared: &Shared<'_>) -> Instant {
+        let any = shared.started + Duration::from_nanos(shared.progress.load(Ordering::Relaxed));
+        self.last_progress.max(any)
+    }
+
     fn run(
         &mut self,
         shared: &Shared<'_>,
@@ -206,7 +224,10 @@ impl Loop {
             if shared.started.elapsed() > shared.options.timeout {
                 return Err(format!("run exceeded its {:?} timeout", shared.options.timeout));
             }
-            let mut deadline = self.last_progress + shared.options.watchdog;
+            // The watchdog's deadline; and a re-entry at least every quarter of it, so that a
+            // vCPU halted inside KVM whose wake-up the host missed re-checks its interrupts.
+            let watchdog = shared.options.watchdog;
+            let mut deadline = (self.last_progress(shared) + watchdog).min(Instant::now() + watchdog / 4);
             if let Some(chip) = shared.chip {
                 if let Some(at) = self.before_entry(shared, chip, index, vcpu)? {
                     deadline = deadline.min(at);
@@ -223,9 +244,9 @@ impl Loop {
             };
             match after {
                 After::Retry => {}
-                After::Progress => self.last_progress = Instant::now(),
+                After::Progress => self.progressed(shared),
                 After::Host(op) => {
-                    self.last_progress = Instant::now();
+                    self.progressed(shared);
                     self.drain(shared.mem, ctrl)?;
                     let host = match program.get(op as usize) {
                         Some(Op::Host(host)) => host,
@@ -241,12 +262,12 @@ impl Loop {
                     return Ok(Ended::Program);
                 }
                 After::Halt => {
-                    self.last_progress = Instant::now();
+                    self.progressed(shared);
                     let if_flag = vcpu.get_kvm_run().if_flag != 0;
                     self.halt(shared, index, if_flag)?;
                 }
                 After::ApStarted => {
-                    self.last_progress = Instant::now();
+                    self.progressed(shared);
                     Machine::enter_probe(vcpu, index)?;
                 }
                 After::Kicked => {
@@ -256,8 +277,8 @@ impl Loop {
                     let now = Instant::now();
                     if head != self.last_head {
                         self.last_head = head;
-                        self.last_progress = now;
-                    } else if now >= self.last_progress + shared.options.watchdog {
+                        self.progressed(shared);
+                    } else if now >= self.last_progress(shared) + shared.options.watchdog {
                         return Err(format!(
                             "no progress for {:?} (no exit, nothing logged): a lost interrupt, or a guest stuck",
                             shared.options.watchdog
@@ -300,10 +321,10 @@ impl Loop {
                 events.sipi
             };
             if let Some(vector) = sipi {
-                self.last_progress = Instant::now();
+                self.progressed(shared);
                 return Machine::start_ap(vcpu, vector);
             }
-            let watchdog = self.last_progress + shared.options.watchdog;
+            let watchdog = self.last_progress(shared) + shared.options.watchdog;
             if Instant::now() >= watchdog {
                 return Err(format!(
                     "waited {:?} for a start-up IPI that never came",
@@ -483,7 +504,7 @@ impl Loop {
             for target in wakeups.into_iter().filter(|&v| v != index) {
                 shared.kicker.kick_now(target);
             }
-            let watchdog = self.last_progress + shared.options.watchdog;
+            let watchdog = self.last_progress(shared) + shared.options.watchdog;
             if Instant::now() >= watchdog {
                 return Err(format!(
                     "halted for {:?} and no interrupt came (lost interrupt)",
