@@ -672,7 +672,6 @@ impl VirtualApic {
         for (i, &byte) in data.iter().enumerate() {
             self.page.write_byte(register, (offset & 3).wrapping_add(i as u32), byte);
         }
-        let icr = self.page.read(VICR_LO);
         let result = match register {
             regs::TPR => {
                 let vtpr = self.page.read(VTPR) & 0xFF;
@@ -680,16 +679,7 @@ impl VirtualApic {
                 self.virtualize_tpr().map_or(Ok(None), Err)
             }
             regs::EOI if vid => self.virtualize_eoi().map_or(Ok(None), Err),
-            regs::ICR_LOW if vid && Self::is_self_ipi(icr) => {
-                self.virtualize_self_ipi(icr as u8);
-                Ok(None)
-            }
-            regs::ICR_LOW
-                if self.controls.contains(Controls::IPI_VIRTUALIZATION) && Self::is_unicast(icr) =>
-            {
-                let destination = self.page.read(VICR_HI) >> 24;
-                self.virtualize_ipi(icr as u8, destination, pids).map(Some)
-            }
+            regs::ICR_LOW => self.emulate_icr_low_write(vid, pids),
             regs::ICR_HIGH => {
                 let high = self.page.read(VICR_HI) & 0xFF00_0000;
                 self.page.write(VICR_HI, high);
@@ -698,6 +688,25 @@ impl VirtualApic {
             _ => Err(VmExit::ApicWrite { offset: register }),
         };
         self.exit_if(result)
+    }
+
+    /// APIC-write emulation of ICR low (xAPIC): a self-IPI with virtual-interrupt delivery,
+    /// else a unicast IPI with IPI virtualization, else an APIC-write exit.
+    fn emulate_icr_low_write(
+        &mut self,
+        vid: bool,
+        pids: &(impl PidPointerTable + ?Sized),
+    ) -> Result<Option<PostedIpi>, VmExit> {
+        let icr = self.page.read(VICR_LO);
+        if vid && Self::is_self_ipi(icr) {
+            self.virtualize_self_ipi(icr as u8);
+            return Ok(None);
+        }
+        if self.controls.contains(Controls::IPI_VIRTUALIZATION) && Self::is_unicast(icr) {
+            let destination = self.page.read(VICR_HI) >> 24;
+            return self.virtualize_ipi(icr as u8, destination, pids).map(Some);
+        }
+        Err(VmExit::ApicWrite { offset: regs::ICR_LOW })
     }
 
     /// The ICR-low values self-IPI virtualization handles: reserved bits 31:20, 17:16, 13 and
