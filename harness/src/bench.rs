@@ -126,6 +126,30 @@ impl BenchResult {
         self.rows.iter().any(|r| r.result.is_err())
     }
 
+    /// The results as JSON: one object per loop and backend.
+    pub fn json(&self) -> String {
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let head = format!(
+                    "\"loop\":{},\"backend\":\"{}\"",
+                    crate::report::json_string(row.which.description()),
+                    row.backend
+                );
+                match &row.result {
+                    Ok((irqs, exits, vcpu, model)) => format!(
+                        "{{{head},\"interrupts\":{irqs},\"exits\":{exits},\"vcpu_ms\":{:.3},\"model_ms\":{:.3}}}",
+                        vcpu.as_secs_f64() * 1e3,
+                        model.as_secs_f64() * 1e3
+                    ),
+                    Err(e) => format!("{{{head},\"error\":{}}}", crate::report::json_string(e)),
+                }
+            })
+            .collect();
+        format!("{{\"irqs\":{},\"passed\":{},\"rows\":[{}]}}", self.irqs, !self.failed(), rows.join(","))
+    }
+
     /// The table.
     pub fn table(&self) -> String {
         let mut s =

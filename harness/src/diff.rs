@@ -10,10 +10,11 @@
 //!   being zero or not, and VERSION bit 24 against `kvm-split`'s LAPIC (see
 //!   [`LapicTolerance`]). `kvm-kernel` (KVM_GET_IRQCHIP, KVM_GET_LAPIC) is the reference of the
 //!   KVM profile.
-//! * A difference that a documented divergence of a model from KVM explains is reported as
-//!   known ([`KNOWN_DIVERGENCES`]), with its reason, never silently dropped.
+//! * A known divergence ([`crate::known`]) excuses exactly the differences it names: they are
+//!   undone, and what remains is checked and compared as if it had none.
 
-use crate::backend::{host, BackendId, RunOptions, RunOutput, SharedBackend};
+use crate::backend::{BackendId, RunOptions, RunOutput, SharedBackend};
+use crate::known::{self, Judged, Verdict};
 use crate::report::{Cell, Outcome, Report};
 use crate::scenario::{Device, Expect, Op, Profile, Scenario};
 use crate::trace::{ioapic_difference, lapic_difference, pic_difference, LapicTolerance, Trace};
@@ -155,129 +156,91 @@ pub fn compare_snapshots_on(a: &Trace, b: &Trace, what: Comparable) -> Result<()
     Ok(())
 }
 
-/// A difference between a model and KVM that is understood and reported to the model's
-/// owners, with the minimal scenario that shows it: the scenario's expectation is KVM's, and on
-/// the listed backends the check and the differential comparison report it as known instead of
-/// failing (or passing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KnownDivergence {
-    /// The minimal scenario that shows it (a built-in).
-    pub scenario: &'static str,
-    /// The backends (full names) whose models diverge.
-    pub backends: &'static [&'static str],
-    /// What differs and why.
-    pub reason: &'static str,
-}
-
-/// The KVM-profile model backends (vm-apic's `Quirks::KVM` LAPIC; `software-apicv` emulates
-/// every LAPIC exit with it).
-const KVM_PROFILE_LAPIC_MODELS: &[&str] = &["software/kvm", "software-apicv/kvm", "kvm-userspace/kvm"];
-
-/// The known divergences of the models from KVM (and of APIC virtualization from a LAPIC).
-pub const KNOWN_DIVERGENCES: &[KnownDivergence] = &[
-    KnownDivergence {
-        scenario: "lapic-timer-reserved-mode",
-        backends: KVM_PROFILE_LAPIC_MODELS,
-        reason:
-            "in LVT timer mode 11b (reserved) a TMICT write stops vm-apic's countdown (TimerState::start: \
-            expiry None, TMCCT 0), while KVM keeps the previous one-shot's period and target \
-            (start_apic_timer sets neither in that mode) and TMCCT reads the old count, non-zero; found \
-            by the random APIC test",
-    },
-    KnownDivergence {
-        scenario: "posted-self-ipi-stale-tmr",
-        backends: &["software-apicv/kvm", "software-apicv/datasheet"],
-        reason:
-            "APICv's self-IPI virtualization only sets VIRR (SDM \"Self-IPI Virtualization\"): VTMR keeps \
-            the level bit of the vector's last level-triggered acceptance, which a LAPIC clears when it \
-            accepts the edge self-IPI, so the guest reads TMR = 1 and its EOI (an EOI-exit bitmap vector) \
-            is forwarded to the IOAPIC as a level EOI; KVM with APICv does the same (kvm_ioapic_send_eoi \
-            reads TMR from the virtual-APIC page). Hardware behaviour, not a model bug",
-    },
-    KnownDivergence {
-        scenario: "posted-self-ipi-disabled-apic",
-        backends: &["software-apicv/kvm", "software-apicv/datasheet"],
-        reason: "APICv's self-IPI virtualization does not look at the virtual SVR: with the APIC \
-            software-disabled, a LAPIC refuses the fixed self-IPI, the processor sets VIRR (and would \
-            deliver it); KVM keeps APICv active on a software-disabled APIC (no inhibit reason) and \
-            behaves the same. Hardware behaviour, not a model bug",
-    },
-];
-
-/// The known divergence that scenario `scenario` shows on backend `id`, if one does.
-pub fn known_divergence(scenario: &str, id: BackendId) -> Option<&'static KnownDivergence> {
-    let name = id.to_string();
-    KNOWN_DIVERGENCES.iter().find(|k| k.scenario == scenario && k.backends.contains(&name.as_str()))
-}
-
 /// Runs every scenario on every backend and fills a report, differential checks included.
+/// `progress` hears of each scenario as it finishes.
 pub fn run_matrix(scenarios: &[Scenario], backends: &[SharedBackend], options: &RunOptions) -> Report {
+    run_matrix_with(scenarios, backends, options, |_, _| {})
+}
+
+/// [`run_matrix`], telling `progress` of each scenario's cells as soon as they are known.
+pub fn run_matrix_with(
+    scenarios: &[Scenario],
+    backends: &[SharedBackend],
+    options: &RunOptions,
+    mut progress: impl FnMut(&Scenario, &[Cell]),
+) -> Report {
     let mut report = Report {
         backends: backends.iter().map(|b| b.id()).collect(),
         scenarios: scenarios.iter().map(|s| s.name.clone()).collect(),
         ..Report::default()
     };
     for scenario in scenarios {
-        let mut outputs: Vec<(BackendId, Profile, RunOutput)> = Vec::new();
+        let first_cell = report.cells.len();
+        // Each run, with the differences its known divergence names undone.
+        let mut outputs: Vec<(BackendId, Profile, Judged)> = Vec::new();
         for backend in backends {
             let id = backend.id();
-            let host = host::divergence(id, scenario)
-                .or_else(|| known_divergence(&scenario.name, id).map(|k| k.reason));
             let outcome = match backend.supports(scenario).and_then(|()| id.profile_for(scenario)) {
                 Err(why) => Outcome::Unsupported(why.0),
-                Ok(profile) => match backend.run(scenario, options) {
-                    Ok(out) => {
-                        let stats = Some(out.stats);
-                        let outcome = match (check(scenario, profile, &out), host) {
-                            (Ok(()), _) => Outcome::Pass(out.stats),
-                            (Err(reason), Some(why)) => Outcome::Known { reason, why: why.into(), stats },
-                            (Err(reason), None) => Outcome::Fail { reason, stats },
-                        };
-                        outputs.push((id, profile, out));
-                        outcome
+                Ok(profile) => {
+                    let run = backend.run(scenario, options);
+                    let stats = run.as_ref().ok().map(|out| out.stats);
+                    let (verdict, judged) = known::judge(
+                        &scenario.name,
+                        id,
+                        &run,
+                        |out| check(scenario, profile, out),
+                        |trace, n| check_prefix(scenario, profile, trace, n),
+                    );
+                    if let Some(judged) = judged {
+                        outputs.push((id, profile, judged));
                     }
-                    Err(e) => match host {
-                        Some(why) => Outcome::Known { reason: e.to_string(), why: why.into(), stats: None },
-                        None => Outcome::Fail { reason: e.to_string(), stats: None },
-                    },
-                },
+                    match verdict {
+                        Verdict::Pass => Outcome::Pass(stats.unwrap_or_default()),
+                        Verdict::Known(k, difference) => Outcome::Known { tag: k.cause, difference, stats },
+                        Verdict::Fail(reason) => Outcome::Fail { reason, stats },
+                    }
+                }
             };
             report.cells.push(Cell { scenario: scenario.name.clone(), backend: id, outcome });
         }
         // Every backend against one reference held to the same expectation: kvm-kernel when it
-        // ran and no host divergence applies to it, else the first one of the group that is
-        // not affected either.
+        // ran, else the first one of the group. Known divergences are undone on both sides
+        // first, so only what they name is excused.
         for profile in [Profile::Kvm, Profile::Datasheet] {
-            let group: Vec<&(BackendId, Profile, RunOutput)> =
+            let group: Vec<&(BackendId, Profile, Judged)> =
                 outputs.iter().filter(|(_, p, _)| *p == profile).collect();
-            let unaffected = |id: &BackendId| {
-                host::divergence(*id, scenario).is_none() && known_divergence(&scenario.name, *id).is_none()
-            };
             let reference = group
                 .iter()
-                .find(|(id, _, _)| *id == BackendId::KvmKernel && unaffected(id))
-                .or_else(|| group.iter().find(|(id, _, _)| unaffected(id)))
+                .find(|(id, _, _)| *id == BackendId::KvmKernel)
                 .or_else(|| group.first())
                 .copied();
-            let Some((ref_id, _, ref_out)) = reference else { continue };
-            for (id, _, out) in group.iter().map(|(id, p, out)| (*id, p, out)) {
+            let Some((ref_id, _, ref_run)) = reference else { continue };
+            for (id, _, run) in group.iter().map(|(id, p, run)| (*id, p, run)) {
                 if id == *ref_id {
                     continue;
                 }
                 let what = format!("{ref_id} vs {id}");
-                let result = compare_runs(scenario, ref_out, out, Comparable::between(*ref_id, id));
-                let why = [id, *ref_id].into_iter().find_map(|b| {
-                    host::divergence(b, scenario)
-                        .or_else(|| known_divergence(&scenario.name, b).map(|k| k.reason))
-                });
-                match (result, why) {
-                    (Err(diff), Some(why)) => {
-                        report.known.push((scenario.name.clone(), what, diff, why.into()))
-                    }
+                let result =
+                    compare_runs(scenario, ref_run.output(), run.output(), Comparable::between(*ref_id, id));
+                let tags: Vec<&'static str> =
+                    [ref_run.known(), run.known()].into_iter().flatten().map(|k| k.cause).collect();
+                match (result, tags.is_empty()) {
+                    (Ok(()), false) => report.known.push((scenario.name.clone(), what, tags.join(", "))),
                     (result, _) => report.diffs.push((scenario.name.clone(), what, result)),
                 }
             }
         }
+        progress(scenario, &report.cells[first_cell..]);
     }
     report
+}
+
+/// Checks that `trace`, which stopped after `n` entries, matches the first `n` entries of the
+/// expectation of the boot vCPU.
+fn check_prefix(scenario: &Scenario, profile: Profile, trace: &Trace, n: usize) -> Result<(), String> {
+    match scenario.expected(profile) {
+        Some(expect) => trace.check(expect.get(..n).unwrap_or(expect)),
+        None => Ok(()),
+    }
 }

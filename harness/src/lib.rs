@@ -14,6 +14,7 @@ pub mod backend;
 pub mod bench;
 pub mod diff;
 pub mod irqchip;
+pub mod known;
 pub mod report;
 pub mod scenario;
 pub mod scenarios;

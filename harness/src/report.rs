@@ -19,19 +19,29 @@ pub enum Outcome {
     },
     /// The backend cannot run it.
     Unsupported(String),
-    /// It ran and did not match, for a documented reason outside the models (a host quirk,
-    /// [`crate::backend::host`]): not a failure, always printed.
+    /// It differed from its expectation by exactly a known divergence ([`crate::known`]): not a
+    /// failure, always printed.
     Known {
-        /// What happened.
-        reason: String,
-        /// Why it is expected.
-        why: String,
+        /// The cause's tag ([`crate::known::Cause::tag`]).
+        tag: &'static str,
+        /// The differences it showed.
+        difference: String,
         /// Counters, if the run completed.
         stats: Option<Stats>,
     },
 }
 
 impl Outcome {
+    /// The table's cell text.
+    pub fn short(&self) -> &'static str {
+        match self {
+            Outcome::Pass(_) => "ok",
+            Outcome::Fail { .. } => "FAIL",
+            Outcome::Known { .. } => "known",
+            Outcome::Unsupported(_) => "n/a",
+        }
+    }
+
     /// Whether this is a failure.
     pub fn failed(&self) -> bool {
         matches!(self, Outcome::Fail { .. })
@@ -62,15 +72,27 @@ pub struct Report {
     pub cells: Vec<Cell>,
     /// Differential checks between backends: (scenario, description, Ok or the difference).
     pub diffs: Vec<(String, String, Result<(), String>)>,
-    /// Differences a documented divergence explains: (scenario, description, difference,
-    /// reason). Not failures, always printed.
-    pub known: Vec<(String, String, String, String)>,
+    /// Comparisons that agree once the known divergences of either side are undone:
+    /// (scenario, description, the causes' tags). Not failures, always printed.
+    pub known: Vec<(String, String, String)>,
 }
 
-/// A short tag for a known-divergence reason, to cite it on each line.
-fn why_tag(why: &str) -> String {
-    let hash = why.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    format!("K{:04X}", hash & 0xFFFF)
+/// `s` as a JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn ms(d: Duration) -> String {
@@ -87,34 +109,47 @@ impl Report {
         self.cells.iter().find(|c| c.scenario == scenario && c.backend == backend).map(|c| &c.outcome)
     }
 
-    /// The human-readable table, then failures, unsupported reasons and skipped backends.
-    pub fn table(&self) -> String {
+    /// The human-readable table (fits 100 columns), then failures, known divergences,
+    /// unsupported cells (with `verbose`) and skipped backends.
+    pub fn table(&self, verbose: bool) -> String {
         let mut s = String::new();
         let width = self.scenarios.iter().map(String::len).max().unwrap_or(8).max(8);
         let _ = write!(s, "{:width$}", "scenario");
         for b in &self.backends {
-            let _ = write!(s, " | {:<24}", b.to_string());
+            let _ = write!(s, " {:>5}", b.short_name());
         }
         s.push('\n');
-        let _ = writeln!(s, "{}", "-".repeat(width + self.backends.len() * 27));
         for name in &self.scenarios {
             let _ = write!(s, "{name:width$}");
             for b in &self.backends {
-                let text = match self.cell(name, *b) {
-                    Some(Outcome::Pass(st)) => {
-                        format!("PASS {}i {}x {}", st.interrupts, st.exits, ms(st.wall))
-                    }
-                    Some(Outcome::Fail { .. }) => "FAIL".to_string(),
-                    Some(Outcome::Known { why, .. }) => format!("KNOWN [{}]", why_tag(why)),
-                    Some(Outcome::Unsupported(_)) => "n/a".to_string(),
-                    None => "-".to_string(),
-                };
-                let _ = write!(s, " | {text:<24}");
+                let text = self.cell(name, *b).map_or("-", Outcome::short);
+                let _ = write!(s, " {text:>5}");
             }
             s.push('\n');
         }
-        s.push_str("(PASS interrupts-taken i, VM exits x, wall time; n/a: the backend cannot run it; KNOWN [tag]: a documented divergence, listed below)\n");
+        s.push_str(
+            "(sw software, apv software-apicv, usr kvm-userspace, spl kvm-split, kern kvm-kernel, \
+             migr kvm-migrate; /k kvm profile, /d datasheet profile)\n",
+        );
+        s.push_str("(ok: passed; FAIL; known: exactly a known divergence, listed below; n/a: the backend cannot run it)\n");
+        if verbose {
+            s.push_str("\nper cell: interrupts taken, VM exits, wall time\n");
+            for c in &self.cells {
+                if let Outcome::Pass(st) = &c.outcome {
+                    let _ = writeln!(
+                        s,
+                        "  {} on {}: {}i {}x {}",
+                        c.scenario,
+                        c.backend,
+                        st.interrupts,
+                        st.exits,
+                        ms(st.wall)
+                    );
+                }
+            }
+        }
         let mut reasons: Vec<(String, BackendId, String)> = Vec::new();
+        let mut tags: Vec<&str> = Vec::new();
         for c in &self.cells {
             match &c.outcome {
                 Outcome::Fail { reason, .. } => {
@@ -127,10 +162,9 @@ impl Report {
                     );
                 }
                 Outcome::Unsupported(why) => reasons.push((c.scenario.clone(), c.backend, why.clone())),
-                Outcome::Known { reason, why, .. } => {
-                    let first = reason.lines().next().unwrap_or("");
-                    let _ =
-                        writeln!(s, "\nKNOWN {} on {} [{}]: {first}", c.scenario, c.backend, why_tag(why));
+                Outcome::Known { tag, difference, .. } => {
+                    tags.push(tag);
+                    let _ = writeln!(s, "KNOWN {} on {} [{tag}]: {difference}", c.scenario, c.backend);
                 }
                 Outcome::Pass(_) => {}
             }
@@ -139,7 +173,7 @@ impl Report {
             let ok = self.diffs.iter().filter(|d| d.2.is_ok()).count();
             let _ = writeln!(
                 s,
-                "\ndifferential checks: {ok} of {} agree ({} known divergences)",
+                "\ndifferential checks: {ok} of {} agree, {} more once known divergences are undone",
                 self.diffs.len() + self.known.len(),
                 self.known.len()
             );
@@ -148,28 +182,23 @@ impl Report {
                     let _ = writeln!(s, "  DIFF {scenario}: {what}: {}", diff.replace('\n', "\n    "));
                 }
             }
+            if verbose {
+                for (scenario, what, tag) in &self.known {
+                    let _ = writeln!(s, "  KNOWN {scenario}: {what} [{tag}]");
+                }
+            }
+            tags.extend(self.known.iter().flat_map(|k| k.2.split(", ")));
         }
-        for (scenario, what, diff, reason) in &self.known {
-            let first = diff.lines().next().unwrap_or("");
-            let _ = writeln!(s, "  KNOWN {scenario}: {what} [{}]: {first}", why_tag(reason));
-        }
-        let mut whys: Vec<&str> = self
-            .cells
-            .iter()
-            .filter_map(
-                |c| if let Outcome::Known { why, .. } = &c.outcome { Some(why.as_str()) } else { None },
-            )
-            .chain(self.known.iter().map(|k| k.3.as_str()))
-            .collect();
-        whys.sort_unstable();
-        whys.dedup();
-        if !whys.is_empty() {
+        tags.sort_unstable();
+        tags.dedup();
+        if !tags.is_empty() {
             let _ = writeln!(s, "\nknown divergences (not failures):");
-            for why in whys {
-                let _ = writeln!(s, "  [{}] {why}", why_tag(why));
+            for tag in tags {
+                let reason = crate::known::cause(tag).map_or("", |c| c.reason);
+                let _ = writeln!(s, "  [{tag}] {reason}");
             }
         }
-        if !reasons.is_empty() {
+        if verbose && !reasons.is_empty() {
             let _ = writeln!(s, "\nnot run:");
             for (scenario, backend, why) in reasons {
                 let _ = writeln!(s, "  {scenario} on {backend}: {why}");
@@ -183,22 +212,7 @@ impl Report {
 
     /// The report as JSON (hand-written: no serde in the harness).
     pub fn json(&self) -> String {
-        let q = |s: &str| {
-            let mut out = String::from("\"");
-            for ch in s.chars() {
-                match ch {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    c if (c as u32) < 0x20 => {
-                        let _ = write!(out, "\\u{:04x}", c as u32);
-                    }
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
-            out
-        };
+        let q = json_string;
         let stats = |st: &Stats| {
             format!(
                 "\"interrupts\":{},\"exits\":{},\"wall_ms\":{:.3},\"model_ms\":{:.3}",
@@ -221,8 +235,8 @@ impl Report {
                         format!("\"result\":\"fail\",\"reason\":{}", q(reason))
                     }
                     Outcome::Unsupported(why) => format!("\"result\":\"unsupported\",\"reason\":{}", q(why)),
-                    Outcome::Known { reason, why, .. } => {
-                        format!("\"result\":\"known\",\"reason\":{},\"why\":{}", q(reason), q(why))
+                    Outcome::Known { tag, difference, .. } => {
+                        format!("\"result\":\"known\",\"tag\":{},\"difference\":{}", q(tag), q(difference))
                     }
                 };
                 format!(
@@ -248,14 +262,8 @@ impl Report {
                 format!("{{\"scenario\":{},\"check\":{},{result}}}", q(sc), q(what))
             })
             .collect();
-        diffs.extend(self.known.iter().map(|(sc, what, d, reason)| {
-            format!(
-                "{{\"scenario\":{},\"check\":{},\"agree\":false,\"known\":true,\"difference\":{},\"reason\":{}}}",
-                q(sc),
-                q(what),
-                q(d),
-                q(reason)
-            )
+        diffs.extend(self.known.iter().map(|(sc, what, tags)| {
+            format!("{{\"scenario\":{},\"check\":{},\"agree\":true,\"known\":{}}}", q(sc), q(what), q(tags))
         }));
         format!(
             "{{\"passed\":{},\"results\":[{}],\"differential\":[{}],\"skipped\":[{}]}}",

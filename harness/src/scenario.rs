@@ -346,11 +346,6 @@ pub struct Scenario {
     /// the PIC). A backend whose profile for these devices is mixed (`kvm-split/datasheet` has
     /// KVM's LAPIC) cannot be held to either expectation when it holds more than one.
     pub datasheet_devices: Vec<Device>,
-    /// The trace observes a LAPIC interrupt while it is in service (ISR, PPR, or an IOAPIC
-    /// Remote IRR read before the guest's EOI). Where the in-kernel LAPIC ends interrupts at
-    /// delivery (a host quirk, [`crate::backend::host`]), such a scenario cannot match on the
-    /// in-kernel-LAPIC backends; the report says so.
-    pub observes_in_service: bool,
 }
 
 /// Where the scenario text form is malformed.
@@ -358,15 +353,20 @@ pub struct Scenario {
 pub struct ParseError {
     /// 1-based line number.
     pub line: usize,
+    /// 1-based column of the word that is wrong (the end of the line for a missing one).
+    pub column: usize,
     /// What is wrong.
     pub message: String,
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
+        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
     }
 }
+
+/// An error at word `.0` of a line (0: the keyword).
+type WordError = (usize, String);
 
 impl std::error::Error for ParseError {}
 
@@ -402,15 +402,7 @@ impl Scenario {
             expect_aps: None,
             expect_aps_datasheet: None,
             datasheet_devices: vec![Device::Pic],
-            observes_in_service: false,
         }
-    }
-
-    /// Marks the scenario as observing interrupts in service (see
-    /// [`Scenario::observes_in_service`]).
-    pub fn observing_in_service(mut self) -> Self {
-        self.observes_in_service = true;
-        self
     }
 
     /// Adds an AP with `program` (AP n is vCPU n).
@@ -567,9 +559,6 @@ impl Scenario {
         if self.ap_start == ApStart::WaitForSipi {
             let _ = writeln!(s, "ap-start sipi");
         }
-        if self.observes_in_service {
-            let _ = writeln!(s, "observes-in-service");
-        }
         if self.datasheet_devices != [Device::Pic] {
             let names: Vec<&str> = self.datasheet_devices.iter().map(|d| d.name()).collect();
             let _ = writeln!(s, "datasheet-follows {}", names.join(" "));
@@ -612,7 +601,7 @@ impl Scenario {
     /// host irq IRQ 0|1   host pulse IRQ   host sleep NS   host snapshot LABEL   host tsc VALUE
     /// wrmsr-tsc-delta MSR DELTA   host migrate
     /// ap                              (the following operations are the next AP's program)
-    /// ap-start running|sipi           datasheet-follows pic|ioapic|lapic...   observes-in-service
+    /// ap-start running|sipi           datasheet-follows pic|ioapic|lapic...
     /// expect ITEM...   expect-datasheet ITEM...   ITEM = irq:V exc:V nmi val:V val:LO..HI
     /// expect-ap N ITEM...   expect-ap-datasheet N ITEM...   (N: the AP, 1-based)
     /// ```
@@ -623,80 +612,129 @@ impl Scenario {
         let mut program: usize = 0;
         for (n, raw) in text.lines().enumerate() {
             let line = n + 1;
-            let err = |message: String| ParseError { line, message };
-            let trimmed = raw.trim();
-            if let Some(comment) = trimmed.strip_prefix('#') {
+            let trimmed = raw.trim_end();
+            if let Some(comment) = trimmed.trim_start().strip_prefix('#') {
                 if scenario.description.is_empty() {
                     scenario.description = comment.trim().to_string();
                 }
                 continue;
             }
-            let words: Vec<&str> = trimmed.split_whitespace().collect();
-            let Some((&keyword, args)) = words.split_first() else { continue };
-            match keyword {
-                "scenario" => {
-                    scenario.name =
-                        args.first().ok_or_else(|| err("scenario needs a name".into()))?.to_string()
+            // Each word with its 1-based column.
+            let mut words: Vec<&str> = Vec::new();
+            let mut columns: Vec<usize> = Vec::new();
+            let mut at = 0;
+            for word in trimmed.split_whitespace() {
+                let offset = trimmed[at..].find(word).map_or(at, |o| at + o);
+                columns.push(trimmed[..offset].chars().count() + 1);
+                at = offset + word.len();
+                words.push(word);
+            }
+            let end = trimmed.chars().count() + 2;
+            let located = |(word, message): WordError| ParseError {
+                line,
+                column: columns.get(word).copied().unwrap_or(end),
+                message,
+            };
+            if words.is_empty() {
+                continue;
+            }
+            Self::parse_line(&mut scenario, &mut program, &words).map_err(located)?;
+        }
+        if scenario.aps.len() >= crate::MAX_VCPUS {
+            return Err(ParseError {
+                line: text.lines().count(),
+                column: 1,
+                message: format!(
+                    "{} application processors: a scenario has at most {} vCPUs",
+                    scenario.aps.len(),
+                    crate::MAX_VCPUS
+                ),
+            });
+        }
+        Ok(scenario)
+    }
+
+    /// One line of the text form, split into words.
+    fn parse_line(scenario: &mut Scenario, program: &mut usize, words: &[&str]) -> Result<(), WordError> {
+        let Some((&keyword, args)) = words.split_first() else { return Ok(()) };
+        // Errors of the whole line point at the keyword; of one argument, at it.
+        let at = |i: usize| move |message: String| (i + 1, message);
+        let none_after = |n: usize| match args.get(n) {
+            Some(extra) => Err((n + 1, format!("unexpected `{extra}` after `{keyword}`"))),
+            None => Ok(()),
+        };
+        match keyword {
+            "scenario" => {
+                scenario.name = args.first().ok_or((1, "scenario needs a name".to_string()))?.to_string();
+                none_after(1)?;
+            }
+            "eoi" => scenario.eoi = parse_eoi(args, 0)?,
+            "ap" => {
+                none_after(0)?;
+                scenario.aps.push(Vec::new());
+                *program += 1;
+            }
+            "ap-start" => {
+                scenario.ap_start = match args.first().copied() {
+                    Some("running") => ApStart::Running,
+                    Some("sipi") => ApStart::WaitForSipi,
+                    other => return Err((1, format!("unknown AP start {other:?} (running or sipi)"))),
+                };
+                none_after(1)?;
+            }
+            "datasheet-follows" => {
+                scenario.datasheet_devices = args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| match *a {
+                        "pic" => Ok(Device::Pic),
+                        "ioapic" => Ok(Device::Ioapic),
+                        "lapic" => Ok(Device::Lapic),
+                        other => Err((i + 1, format!("unknown device `{other}` (pic, ioapic or lapic)"))),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "expect-ap" | "expect-ap-datasheet" => {
+                let (n, items) = args.split_first().ok_or((1, "missing AP number".to_string()))?;
+                let n: usize = narrow(n).map_err(at(0))?;
+                let items = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| parse_expect(a).map_err(at(i + 1)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let slot = if keyword == "expect-ap" {
+                    &mut scenario.expect_aps
+                } else {
+                    &mut scenario.expect_aps_datasheet
+                };
+                let all = slot.get_or_insert_with(Vec::new);
+                if n == 0 || n != all.len() + 1 {
+                    return Err((1, format!("{keyword} {n}: APs are numbered 1, 2, ... in order")));
                 }
-                "eoi" => scenario.eoi = parse_eoi(args).map_err(err)?,
-                "ap" => {
-                    scenario.aps.push(Vec::new());
-                    program += 1;
+                all.push(items);
+            }
+            "expect" | "expect-datasheet" => {
+                let items = args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| parse_expect(a).map_err(at(i)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if keyword == "expect" {
+                    scenario.expect = Some(items);
+                } else {
+                    scenario.expect_datasheet = Some(items);
                 }
-                "observes-in-service" => scenario.observes_in_service = true,
-                "ap-start" => {
-                    scenario.ap_start = match args.first().copied() {
-                        Some("running") => ApStart::Running,
-                        Some("sipi") => ApStart::WaitForSipi,
-                        other => return Err(err(format!("unknown AP start {other:?}"))),
-                    }
-                }
-                "datasheet-follows" => {
-                    scenario.datasheet_devices = args
-                        .iter()
-                        .map(|a| match *a {
-                            "pic" => Ok(Device::Pic),
-                            "ioapic" => Ok(Device::Ioapic),
-                            "lapic" => Ok(Device::Lapic),
-                            other => Err(err(format!("unknown device `{other}`"))),
-                        })
-                        .collect::<Result<_, _>>()?;
-                }
-                "expect-ap" | "expect-ap-datasheet" => {
-                    let (n, items) = args.split_first().ok_or_else(|| err("missing AP number".into()))?;
-                    let n: usize = narrow(n).map_err(err)?;
-                    let items =
-                        items.iter().map(|a| parse_expect(a)).collect::<Result<Vec<_>, _>>().map_err(err)?;
-                    let slot = if keyword == "expect-ap" {
-                        &mut scenario.expect_aps
-                    } else {
-                        &mut scenario.expect_aps_datasheet
-                    };
-                    let all = slot.get_or_insert_with(Vec::new);
-                    if n == 0 || n != all.len() + 1 {
-                        return Err(err(format!("{keyword} {n}: APs are numbered 1, 2, ... in order")));
-                    }
-                    all.push(items);
-                }
-                "expect" | "expect-datasheet" => {
-                    let items =
-                        args.iter().map(|a| parse_expect(a)).collect::<Result<Vec<_>, _>>().map_err(err)?;
-                    if keyword == "expect" {
-                        scenario.expect = Some(items);
-                    } else {
-                        scenario.expect_datasheet = Some(items);
-                    }
-                }
-                _ => {
-                    let op = parse_op(keyword, args).map_err(err)?;
-                    match program {
-                        0 => scenario.ops.push(op),
-                        n => scenario.aps[n - 1].push(op),
-                    }
+            }
+            _ => {
+                let (op, used) = parse_op(keyword, args)?;
+                none_after(used)?;
+                match *program {
+                    0 => scenario.ops.push(op),
+                    n => scenario.aps[n - 1].push(op),
                 }
             }
         }
-        Ok(scenario)
+        Ok(())
     }
 }
 
@@ -762,17 +800,31 @@ fn narrow<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
     T::try_from(number(s)?).map_err(|_| format!("`{s}` is out of range"))
 }
 
-fn arg<'a>(args: &[&'a str], i: usize, what: &str) -> Result<&'a str, String> {
-    args.get(i).copied().ok_or_else(|| format!("missing {what}"))
+/// Argument `i` (0-based, after the keyword) or an error pointing past the line.
+fn arg<'a>(args: &[&'a str], i: usize, what: &str) -> Result<&'a str, WordError> {
+    args.get(i).copied().ok_or_else(|| (i + 1, format!("missing {what}")))
 }
 
-fn parse_eoi(args: &[&str]) -> Result<EoiPolicy, String> {
-    match args.first().copied() {
-        Some("none") => Ok(EoiPolicy::None),
-        Some("pic") => Ok(EoiPolicy::Pic { slave_base: narrow(arg(args, 1, "slave vector base")?)? }),
-        Some("lapic") => Ok(EoiPolicy::LapicMmio),
-        Some("x2apic") => Ok(EoiPolicy::X2apicMsr),
-        other => Err(format!("unknown EOI policy {other:?}")),
+/// Argument `i` as a number of type `T`.
+fn num<T: TryFrom<u64>>(args: &[&str], i: usize, what: &str) -> Result<T, WordError> {
+    narrow(arg(args, i, what)?).map_err(|e| (i + 1, e))
+}
+
+/// An EOI policy from `args[first..]`.
+fn parse_eoi(args: &[&str], first: usize) -> Result<EoiPolicy, WordError> {
+    let policy = match args.get(first).copied() {
+        Some("none") => EoiPolicy::None,
+        Some("pic") => EoiPolicy::Pic { slave_base: num(args, first + 1, "slave vector base")? },
+        Some("lapic") => EoiPolicy::LapicMmio,
+        Some("x2apic") => EoiPolicy::X2apicMsr,
+        other => {
+            return Err((first + 1, format!("unknown EOI policy {other:?} (none, pic BASE, lapic, x2apic)")))
+        }
+    };
+    let used = first + if matches!(policy, EoiPolicy::Pic { .. }) { 2 } else { 1 };
+    match args.get(used) {
+        Some(extra) => Err((used + 1, format!("unexpected `{extra}` after the EOI policy"))),
+        None => Ok(policy),
     }
 }
 
@@ -781,62 +833,84 @@ fn parse_expect(item: &str) -> Result<Expect, String> {
     match tag {
         "irq" => Ok(Expect::Irq(narrow(value)?)),
         "exc" => Ok(Expect::Exception(narrow(value)?)),
-        "nmi" => Ok(Expect::Nmi),
+        "nmi" if value.is_empty() => Ok(Expect::Nmi),
         "val" => match value.split_once("..") {
             Some((lo, hi)) => Ok(Expect::ValueIn(number(lo)?, number(hi)?)),
             None => Ok(Expect::Value(number(value)?)),
         },
-        _ => Err(format!("unknown expectation `{item}`")),
+        _ => Err(format!("unknown expectation `{item}` (irq:V exc:V nmi val:V val:LO..HI)")),
     }
 }
 
-fn parse_op(keyword: &str, args: &[&str]) -> Result<Op, String> {
-    let width = |suffix: &str| match suffix {
-        "8" => Ok(IoWidth::Byte),
-        "16" => Ok(IoWidth::Word),
-        "32" => Ok(IoWidth::Dword),
-        _ => Err(format!("unknown width in `{keyword}`")),
+/// The highest line number a host action can drive: GSIs 0–23 (PIC IRQs are 0–15).
+const MAX_IRQ: u8 = 23;
+
+/// An operation and how many arguments it took.
+fn parse_op(keyword: &str, args: &[&str]) -> Result<(Op, usize), WordError> {
+    let irq = |i: usize| -> Result<u8, WordError> {
+        let irq: u8 = num(args, i, "IRQ")?;
+        if irq > MAX_IRQ {
+            return Err((i + 1, format!("IRQ {irq} does not exist (lines 0-{MAX_IRQ})")));
+        }
+        Ok(irq)
     };
-    let a = |i: usize, what: &str| arg(args, i, what);
+    let width = match keyword {
+        "out8" | "in8" => IoWidth::Byte,
+        "out16" | "in16" => IoWidth::Word,
+        _ => IoWidth::Dword,
+    };
     Ok(match keyword {
-        k if k.starts_with("out") => {
-            Op::Out { port: narrow(a(0, "port")?)?, width: width(&k[3..])?, value: narrow(a(1, "value")?)? }
+        "out8" | "out16" | "out32" => {
+            (Op::Out { port: num(args, 0, "port")?, width, value: num(args, 1, "value")? }, 2)
         }
-        k if k.starts_with("in") => Op::In { port: narrow(a(0, "port")?)?, width: width(&k[2..])? },
+        "in8" | "in16" | "in32" => (Op::In { port: num(args, 0, "port")?, width }, 1),
         "mmio-read32" | "mmio-read64" => {
-            Op::MmioRead { addr: number(a(0, "address")?)?, wide: keyword.ends_with("64") }
+            (Op::MmioRead { addr: num(args, 0, "address")?, wide: keyword.ends_with("64") }, 1)
         }
-        "mmio-write32" | "mmio-write64" => Op::MmioWrite {
-            addr: number(a(0, "address")?)?,
-            wide: keyword.ends_with("64"),
-            value: number(a(1, "value")?)?,
-        },
-        "rdmsr" => Op::Rdmsr(narrow(a(0, "MSR")?)?),
-        "wrmsr" => Op::Wrmsr(narrow(a(0, "MSR")?)?, number(a(1, "value")?)?),
-        "wrmsr-tsc-delta" => Op::WrmsrTscDelta(narrow(a(0, "MSR")?)?, number(a(1, "delta")?)?),
-        "rdtsc" => Op::Rdtsc,
-        "sti" => Op::Sti,
-        "cli" => Op::Cli,
-        "wait" => Op::Wait,
-        "cr8-write" => Op::WriteCr8(number(a(0, "value")?)?),
-        "cr8-read" => Op::ReadCr8,
-        "record" => Op::Record(number(a(0, "value")?)?),
-        "spin" => Op::Spin(number(a(0, "count")?)?),
-        "ud2" => Op::Ud2,
-        "set-eoi" => Op::SetEoi(parse_eoi(args)?),
-        "loop" => Op::Loop { target: narrow(a(0, "target")?)?, count: number(a(1, "count")?)? },
-        "host" => match a(0, "host action")? {
+        "mmio-write32" | "mmio-write64" => (
+            Op::MmioWrite {
+                addr: num(args, 0, "address")?,
+                wide: keyword.ends_with("64"),
+                value: num(args, 1, "value")?,
+            },
+            2,
+        ),
+        "rdmsr" => (Op::Rdmsr(num(args, 0, "MSR")?), 1),
+        "wrmsr" => (Op::Wrmsr(num(args, 0, "MSR")?, num(args, 1, "value")?), 2),
+        "wrmsr-tsc-delta" => (Op::WrmsrTscDelta(num(args, 0, "MSR")?, num(args, 1, "delta")?), 2),
+        "rdtsc" => (Op::Rdtsc, 0),
+        "sti" => (Op::Sti, 0),
+        "cli" => (Op::Cli, 0),
+        "wait" => (Op::Wait, 0),
+        "cr8-write" => (Op::WriteCr8(num(args, 0, "value")?), 1),
+        "cr8-read" => (Op::ReadCr8, 0),
+        "record" => (Op::Record(num(args, 0, "value")?), 1),
+        "spin" => (Op::Spin(num(args, 0, "count")?), 1),
+        "ud2" => (Op::Ud2, 0),
+        "set-eoi" => (Op::SetEoi(parse_eoi(args, 0)?), args.len()),
+        "loop" => (Op::Loop { target: num(args, 0, "target")?, count: num(args, 1, "count")? }, 2),
+        "host" => match arg(args, 0, "host action")? {
             "irq" => {
-                Op::Host(HostOp::SetIrq { irq: narrow(a(1, "IRQ")?)?, level: number(a(2, "level")?)? != 0 })
+                let level = match arg(args, 2, "level")? {
+                    "0" => false,
+                    "1" => true,
+                    other => return Err((3, format!("level `{other}` is neither 0 nor 1"))),
+                };
+                (Op::Host(HostOp::SetIrq { irq: irq(1)?, level }), 3)
             }
-            "pulse" => Op::Host(HostOp::PulseIrq(narrow(a(1, "IRQ")?)?)),
-            "sleep" => Op::Host(HostOp::Sleep(number(a(1, "ns")?)?)),
-            "snapshot" => Op::Host(HostOp::Snapshot(a(1, "label")?.to_string())),
-            "tsc" => Op::Host(HostOp::SetGuestTsc(number(a(1, "value")?)?)),
-            "migrate" => Op::Host(HostOp::Migrate),
-            other => return Err(format!("unknown host action `{other}`")),
+            "pulse" => (Op::Host(HostOp::PulseIrq(irq(1)?)), 2),
+            "sleep" => (Op::Host(HostOp::Sleep(num(args, 1, "ns")?)), 2),
+            "snapshot" => (Op::Host(HostOp::Snapshot(arg(args, 1, "label")?.to_string())), 2),
+            "tsc" => (Op::Host(HostOp::SetGuestTsc(num(args, 1, "value")?)), 2),
+            "migrate" => (Op::Host(HostOp::Migrate), 1),
+            other => {
+                return Err((
+                    1,
+                    format!("unknown host action `{other}` (irq, pulse, sleep, snapshot, tsc, migrate)"),
+                ))
+            }
         },
-        other => return Err(format!("unknown operation `{other}`")),
+        other => return Err((0, format!("unknown operation `{other}`"))),
     })
 }
 
@@ -881,7 +955,6 @@ mod tests {
         let scenario = scenario
             .aps_wait_for_sipi()
             .datasheet_follows(&[Device::Lapic, Device::Ioapic])
-            .observing_in_service()
             .expect_aps(vec![vec![Expect::Irq(0x70), Expect::Value(1)]])
             .expect_aps_datasheet(vec![vec![Expect::Nmi]]);
         assert_eq!(Scenario::parse(&scenario.to_text()).unwrap(), scenario);

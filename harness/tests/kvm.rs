@@ -5,11 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use irq_harness::backend::{host, BackendId, RunOptions};
-use irq_harness::diff;
+use irq_harness::backend::{BackendId, RunOptions};
 use irq_harness::report::Outcome;
 use irq_harness::scenario::{HostOp, Op, Profile, Scenario};
 use irq_harness::scenarios::{self, linux_init, out, PIC_EOI};
+use irq_harness::{diff, known};
 
 #[test]
 fn every_builtin_scenario_passes_on_every_kvm_backend_and_they_agree() {
@@ -20,37 +20,33 @@ fn every_builtin_scenario_passes_on_every_kvm_backend_and_they_agree() {
     all.insert(2, Box::new(irq_harness::backend::apicv::SoftwareApicv::new(Profile::Kvm)));
     all.insert(3, Box::new(irq_harness::backend::apicv::SoftwareApicv::new(Profile::Datasheet)));
     let report = diff::run_matrix(&scenarios::all(), &all, &RunOptions::default());
-    assert!(!report.failed(), "\n{}", report.table());
+    assert!(!report.failed(), "\n{}", report.table(true));
     // Something was compared with the kernel, bit for bit: every scenario kvm-kernel runs
     // without a host divergence, against at least the two KVM-profile model backends.
     let kernel_checks = report.diffs.iter().filter(|d| d.1.starts_with("kvm-kernel vs")).count();
-    assert!(kernel_checks >= 2 * 25, "{kernel_checks} checks against kvm-kernel\n{}", report.table());
-    // A known divergence is never a pass, and each is one of the documented ones: the host's
-    // (on the in-kernel LAPIC backends) or a model's (on the model backends it names).
+    assert!(kernel_checks >= 2 * 25, "{kernel_checks} checks against kvm-kernel\n{}", report.table(true));
+    // A known cell is exactly one of the table's entries, and every entry that applies on
+    // this host still shows (a fixed model or host would make it stale).
     for cell in &report.cells {
-        if let Outcome::Known { why, .. } = &cell.outcome {
-            let host = host::divergence(cell.backend, &scenarios::by_name(&cell.scenario).unwrap());
-            let model = diff::known_divergence(&cell.scenario, cell.backend).map(|k| k.reason);
-            assert!(
-                host == Some(why.as_str()) || model == Some(why.as_str()),
-                "{} on {}",
-                cell.scenario,
-                cell.backend
-            );
+        if let Outcome::Known { tag, .. } = &cell.outcome {
+            let k = known::find(&cell.scenario, cell.backend);
+            assert_eq!(k.map(|k| k.cause), Some(*tag), "{} on {}", cell.scenario, cell.backend);
         }
     }
-    // The model divergences still show (a fixed model would make them stale).
-    for known in diff::KNOWN_DIVERGENCES {
-        for backend in known.backends {
-            let cell = report
-                .cells
-                .iter()
-                .find(|c| c.scenario == known.scenario && c.backend.to_string() == *backend);
-            assert!(
-                matches!(cell.map(|c| &c.outcome), Some(Outcome::Known { .. })),
-                "{} on {backend} no longer diverges: remove it from KNOWN_DIVERGENCES",
-                known.scenario
-            );
+    for k in known::KNOWN {
+        for backend in k.backends {
+            let Some(cell) =
+                report.cells.iter().find(|c| c.scenario == k.scenario && c.backend.to_string() == *backend)
+            else {
+                continue;
+            };
+            if known::find(k.scenario, cell.backend).is_some() {
+                assert!(
+                    matches!(cell.outcome, Outcome::Known { .. }),
+                    "{} on {backend} no longer diverges: remove it from known::KNOWN",
+                    k.scenario
+                );
+            }
         }
     }
 }
@@ -60,8 +56,8 @@ fn snapshot_scenarios() -> Vec<Scenario> {
     scenarios::all()
         .into_iter()
         .filter(|s| s.programs().flatten().any(|op| matches!(op, Op::Host(HostOp::Snapshot(_)))))
-        .filter(|s| host::divergence(BackendId::KvmKernel, s).is_none())
-        .filter(|s| diff::known_divergence(&s.name, BackendId::KvmUserspace(Profile::Kvm)).is_none())
+        .filter(|s| known::find(&s.name, BackendId::KvmKernel).is_none())
+        .filter(|s| known::find(&s.name, BackendId::KvmUserspace(Profile::Kvm)).is_none())
         .collect()
 }
 

@@ -16,15 +16,16 @@ fn every_builtin_scenario_produces_its_trace_on_both_profiles() {
                 .run(&scenario, &RunOptions::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
             assert!(scenario.expected(profile).is_some(), "built-in scenarios have expectations");
-            let known = irq_harness::diff::known_divergence(&scenario.name, backend.id());
-            match (irq_harness::diff::check(&scenario, profile, &out), known) {
-                (Ok(()), None) => {}
-                // A documented model divergence from KVM: the expectation is KVM's.
-                (Err(_), Some(_)) => {}
-                (Ok(()), Some(k)) => {
-                    panic!("{} on {profile:?} no longer diverges: {}", scenario.name, k.reason)
-                }
-                (Err(e), None) => panic!("{} on {profile:?}: {e}", scenario.name),
+            let (verdict, _) = irq_harness::known::judge(
+                &scenario.name,
+                backend.id(),
+                &Ok(out),
+                |out| irq_harness::diff::check(&scenario, profile, out),
+                |trace, n| trace.check(&scenario.expected(profile).unwrap()[..n]),
+            );
+            // Passes, or differs by exactly a documented model divergence from KVM.
+            if let irq_harness::known::Verdict::Fail(e) = verdict {
+                panic!("{} on {profile:?}: {e}", scenario.name);
             }
         }
     }

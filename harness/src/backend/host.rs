@@ -14,18 +14,28 @@
 //! `irq:0x60 val:0x1 val:0x60 val:0x0` expected, `irq:0x60 val:0x0 val:0x0 val:0x0` on this
 //! host's `kvm-kernel` and `kvm-split`.
 //!
-//! Scenarios that observe an interrupt in service ([`Scenario::observes_in_service`]) cannot
-//! match on the backends with the in-kernel LAPIC where the quirk is present: their results
-//! there are reported as known host divergences, never as passes. Scenarios whose handler
-//! ends each interrupt itself do not see it and are compared bit for bit.
+//! A second follows from it where our IOAPIC sits behind KVM's LAPIC (kvm-split): **the
+//! `KVM_EXIT_IOAPIC_EOI` that the EOI at delivery raises is lost when the guest halts before
+//! its next exit to userspace.** KVM asks for the exit with a vCPU request
+//! (`KVM_REQ_IOAPIC_EOI_EXIT`, serviced at the next guest entry). Guest ring-0 code is emulated
+//! on this host, so the guest goes on from the handler to its `hlt` without a guest entry; the
+//! halted vCPU then blocks (`KVM_MP_STATE_HALTED`), and a blocked vCPU services no request:
+//! KVM_RUN returns only for signals, re-entering it blocks again, and the IOAPIC never hears
+//! the EOI. With the line still high, the re-delivery never comes and the guest sleeps for
+//! ever, the bug class that hangs real guests in HLT. Shown by the harness on this host: after
+//! the watchdog fired, `KVM_GET_MP_STATE` read HALTED and IRR/ISR were empty; setting the
+//! vCPU RUNNABLE made the next KVM_RUN return `KVM_EXIT_IOAPIC_EOI` for the vector at once.
+//! Minimal scenario: `ioapic-eoi-lost-in-hlt` (a level pin held high, a handler that EOIs,
+//! a second `Wait`): `irq:0x79 irq:0x79` expected, a watchdog hang after `irq:0x79` on
+//! kvm-split.
+//!
+//! Each scenario these affect names the exact difference it shows in [`crate::known`].
 
 use std::sync::OnceLock;
 
 use super::BackendId;
-use crate::scenario::Scenario;
 
-/// Why a scenario that observes interrupts in service cannot match on this host's in-kernel
-/// LAPIC.
+/// What the in-kernel LAPIC of this host does with every interrupt.
 pub const LAPIC_EOI_AT_DELIVERY: &str = "this host's KVM (kvm_pvm) in-kernel LAPIC ends every \
      interrupt at delivery: ISR/PPR never show it and a level interrupt is EOI'd to the IOAPIC at once \
      (re-delivered while the line is high); Linux KVM and the models keep it in service until the \
@@ -59,13 +69,8 @@ fn detect() -> bool {
     false
 }
 
-/// Whether backend `id` has the in-kernel LAPIC (every interrupt of the guest goes through it).
-pub fn has_kernel_lapic(id: BackendId) -> bool {
-    matches!(id, BackendId::KvmKernel | BackendId::KvmSplit(_) | BackendId::KvmMigrate)
-}
-
-/// The host divergence that keeps `scenario` from matching on backend `id`, if any.
-pub fn divergence(id: BackendId, scenario: &Scenario) -> Option<&'static str> {
-    (has_kernel_lapic(id) && scenario.observes_in_service && lapic_ends_interrupts_at_delivery())
-        .then_some(LAPIC_EOI_AT_DELIVERY)
-}
+/// What is lost where KVM's LAPIC ends a level interrupt at delivery in front of our IOAPIC.
+pub const EOI_EXIT_LOST_IN_HLT: &str = "this host's KVM (kvm_pvm) loses KVM_EXIT_IOAPIC_EOI when the guest halts \
+     before its next exit to userspace: the EOI at delivery raises KVM_REQ_IOAPIC_EOI_EXIT, the emulated guest \
+     reaches hlt without a guest entry, and a halted vCPU services no request, so our IOAPIC keeps Remote IRR, \
+     the line stays high and the re-delivery never comes (minimal scenario: ioapic-eoi-lost-in-hlt)";

@@ -122,6 +122,20 @@ impl BackendId {
     }
 
     /// Whether it needs /dev/kvm.
+    /// A name of at most five characters, for table columns: `sw/k`, `apv/d`, `usr/k`,
+    /// `spl/d`, `kern`, `migr`.
+    pub fn short_name(self) -> String {
+        let family = match self {
+            BackendId::Software(_) => "sw",
+            BackendId::SoftwareApicv(_) => "apv",
+            BackendId::KvmUserspace(_) => "usr",
+            BackendId::KvmSplit(_) => "spl",
+            BackendId::KvmKernel => return "kern".into(),
+            BackendId::KvmMigrate => return "migr".into(),
+        };
+        format!("{family}/{}", &self.profile().name()[..1])
+    }
+
     pub fn uses_kvm(self) -> bool {
         !matches!(self, BackendId::Software(_) | BackendId::SoftwareApicv(_))
     }

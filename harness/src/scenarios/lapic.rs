@@ -52,7 +52,6 @@ pub fn in_service() -> Scenario {
         ops,
     )
     .expect(vec![Irq(0x60), Value(1), Value(0x60), Value(0)])
-    .observing_in_service()
 }
 
 fn self_ipi_xapic() -> Scenario {
@@ -226,7 +225,6 @@ fn priority_classes() -> Scenario {
         EoiPolicy::None,
         ops,
     )
-    .observing_in_service()
     .expect(vec![
         Value(1 << 1 | 1 << 10),
         Irq(0x92),

@@ -220,7 +220,6 @@ fn level_eoi_exit() -> Scenario {
         EoiPolicy::None,
         ops,
     )
-    .observing_in_service()
     .expect(vec![
         Irq(0x64),
         Irq(0x86),
