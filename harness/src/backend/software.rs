@@ -2,11 +2,11 @@
 //! CPU per vCPU, in virtual time. Always available and deterministic.
 //!
 //! The scripted CPUs follow the probe guest's rules: operations are atomic, maskable
-//! interrupts are taken at `Wait` (all that are deliverable then; the scenarios arrange for
-//! exactly one), the handler logs the vector and ends it by the EOI policy, an MSR no model
-//! owns raises #GP, and an NMI is taken before the next operation whatever IF says (it also
-//! ends a `Wait`). Like KVM on the project's hosts, it does not deliver at `Sti` (see
-//! [`crate::scenarios`]).
+//! interrupts are taken at every operation boundary with IF=1 (after `Sti`, whose shadow ends
+//! within the probe's dispatch, and after each later operation until `Cli`) and inside `Wait`
+//! (all that are deliverable then), the handler logs the vector and ends it by the EOI policy,
+//! an MSR no model owns raises #GP, and an NMI is taken before the next operation whatever IF
+//! says (it also ends a `Wait`).
 //!
 //! vCPUs run round robin, one operation each per round, so a program's log does not depend on
 //! how fast the others run as long as the vCPUs synchronise through interrupts (every
@@ -450,7 +450,16 @@ impl<P: InterruptPath> Machine<'_, P> {
                 self.path.resume(t.vcpu);
                 t.if_flag = false;
             }
-            _ => self.step(t, op, pc)?,
+            _ => {
+                self.step(t, op, pc)?;
+                // The next instruction boundary with IF=1 takes what is pending, as a CPU does:
+                // after `Sti` (its shadow covers the probe's jump to the next operation, not
+                // the operation), after a host action the guest rang for, after any operation
+                // while IF=1. No operation loads SS, so there is no MOV SS shadow to honour.
+                if t.if_flag {
+                    self.take_interrupts(t, pc)?;
+                }
+            }
         }
         t.pc = next;
         Ok(Step::Progress)

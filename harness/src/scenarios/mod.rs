@@ -153,6 +153,7 @@ fn pic_pit_tsc() -> Vec<Scenario> {
         pic_elcr_resample(),
         pic_spurious_irq7(),
         pic_spurious_irq15(),
+        pic_sti_boundary(),
         pit_periodic("pit-periodic", 2386, 5), // 2386 clocks = 2.0 ms
         tsc_virtual(),
         exceptions(),
@@ -395,6 +396,21 @@ const V0: u64 = 1 << 40;
 const X: u64 = 1 << 36;
 const V1: u64 = 1 << 44;
 const SLACK: u64 = 60 * 5_000_000_000;
+
+/// An interrupt raised while IF=1 is taken at the next instruction boundary, not at the
+/// next `Wait`: after `sti` the guest rings for an edge on IRQ3, and the interrupt comes
+/// before the marker the guest records next (the VM entry after the doorbell injects it).
+fn pic_sti_boundary() -> Scenario {
+    let mut ops = init_unmasked();
+    ops.extend([Op::Sti, pulse(3), Op::Record(1), Op::Cli, Op::Record(2)]);
+    Scenario::new(
+        "pic-sti-boundary",
+        "with IF=1 an edge is taken at the next instruction boundary, before the next operation, not at a wait",
+        PIC_EOI,
+        ops,
+    )
+    .expect(vec![Irq(MASTER_BASE + 3), Value(1), Value(2)])
+}
 
 fn tsc_virtual() -> Scenario {
     let ops = vec![
