@@ -346,6 +346,22 @@ pub struct Scenario {
     /// the PIC). A backend whose profile for these devices is mixed (`kvm-split/datasheet` has
     /// KVM's LAPIC) cannot be held to either expectation when it holds more than one.
     pub datasheet_devices: Vec<Device>,
+    /// Snapshot bits that depend on host timing, not on the scenario, compared on no backend:
+    /// (snapshot label, field as [`crate::trace`] names it, the bits). A timer that may
+    /// fire once more between the guest's last `Wait` and the op that stops it leaves its
+    /// vector in IRR or not, as the host's load decides.
+    pub timing_dependent: Vec<TimingDependent>,
+}
+
+/// Bits of one snapshot field that host timing decides ([`Scenario::timing_dependent`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimingDependent {
+    /// The snapshot's label.
+    pub snapshot: String,
+    /// The field (`lapic.IRR2`, `master.irr`, `ioapic.redirtbl[3]`).
+    pub field: String,
+    /// The bits left out of the comparison.
+    pub mask: u128,
 }
 
 /// Where the scenario text form is malformed.
@@ -402,6 +418,7 @@ impl Scenario {
             expect_aps: None,
             expect_aps_datasheet: None,
             datasheet_devices: vec![Device::Pic],
+            timing_dependent: Vec::new(),
         }
     }
 
@@ -426,6 +443,13 @@ impl Scenario {
     /// Sets the APs' expected logs on datasheet-profile backends.
     pub fn expect_aps_datasheet(mut self, expect: Vec<Vec<Expect>>) -> Self {
         self.expect_aps_datasheet = Some(expect);
+        self
+    }
+
+    /// Leaves bits `mask` of field `field` of snapshot `snapshot` out of every comparison:
+    /// host timing decides them (see [`Scenario::timing_dependent`]).
+    pub fn timing_dependent(mut self, snapshot: &str, field: &str, mask: u128) -> Self {
+        self.timing_dependent.push(TimingDependent { snapshot: snapshot.into(), field: field.into(), mask });
         self
     }
 
@@ -563,6 +587,9 @@ impl Scenario {
             let names: Vec<&str> = self.datasheet_devices.iter().map(|d| d.name()).collect();
             let _ = writeln!(s, "datasheet-follows {}", names.join(" "));
         }
+        for t in &self.timing_dependent {
+            let _ = writeln!(s, "timing-dependent {} {} {:#x}", t.snapshot, t.field, t.mask);
+        }
         for (cpu, program) in self.programs().enumerate() {
             if cpu > 0 {
                 let _ = writeln!(s, "ap");
@@ -602,6 +629,7 @@ impl Scenario {
     /// wrmsr-tsc-delta MSR DELTA   host migrate
     /// ap                              (the following operations are the next AP's program)
     /// ap-start running|sipi           datasheet-follows pic|ioapic|lapic...
+    /// timing-dependent LABEL FIELD MASK   (snapshot bits no backend compares)
     /// expect ITEM...   expect-datasheet ITEM...   ITEM = irq:V exc:V nmi val:V val:LO..HI
     /// expect-ap N ITEM...   expect-ap-datasheet N ITEM...   (N: the AP, 1-based)
     /// ```
@@ -681,6 +709,13 @@ impl Scenario {
                     other => return Err((1, format!("unknown AP start {other:?} (running or sipi)"))),
                 };
                 none_after(1)?;
+            }
+            "timing-dependent" => {
+                let snapshot = arg(args, 0, "snapshot label")?.to_string();
+                let field = arg(args, 1, "field")?.to_string();
+                let mask = num(args, 2, "mask")?;
+                none_after(3)?;
+                scenario.timing_dependent.push(TimingDependent { snapshot, field, mask });
             }
             "datasheet-follows" => {
                 scenario.datasheet_devices = args
@@ -842,6 +877,10 @@ fn parse_expect(item: &str) -> Result<Expect, String> {
     }
 }
 
+/// The longest host sleep a scenario may ask for: half the KVM backends' wall-clock bound
+/// per run ([`crate::backend::RunOptions::timeout`]).
+pub const MAX_HOST_SLEEP_NS: u64 = 10_000_000_000;
+
 /// The highest line number a host action can drive: GSIs 0–23 (PIC IRQs are 0–15).
 const MAX_IRQ: u8 = 23;
 
@@ -899,7 +938,13 @@ fn parse_op(keyword: &str, args: &[&str]) -> Result<(Op, usize), WordError> {
                 (Op::Host(HostOp::SetIrq { irq: irq(1)?, level }), 3)
             }
             "pulse" => (Op::Host(HostOp::PulseIrq(irq(1)?)), 2),
-            "sleep" => (Op::Host(HostOp::Sleep(num(args, 1, "ns")?)), 2),
+            "sleep" => {
+                let ns: u64 = num(args, 1, "ns")?;
+                if ns > MAX_HOST_SLEEP_NS {
+                    return Err((2, format!("host sleep {ns} ns: at most {MAX_HOST_SLEEP_NS} ns (10 s)")));
+                }
+                (Op::Host(HostOp::Sleep(ns)), 2)
+            }
             "snapshot" => (Op::Host(HostOp::Snapshot(arg(args, 1, "label")?.to_string())), 2),
             "tsc" => (Op::Host(HostOp::SetGuestTsc(num(args, 1, "value")?)), 2),
             "migrate" => (Op::Host(HostOp::Migrate), 1),
@@ -917,6 +962,31 @@ fn parse_op(keyword: &str, args: &[&str]) -> Result<(Op, usize), WordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error `text` gives, as "line:column: message".
+    fn error_of(text: &str) -> String {
+        let e = Scenario::parse(text).unwrap_err();
+        format!("{}:{}: {}", e.line, e.column, e.message)
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_at_their_line_and_column() {
+        // A word that only starts like an operation is not one.
+        assert_eq!(error_of("scenario s\ninfo hello\n"), "2:1: unknown operation `info`");
+        assert_eq!(error_of("scenario s\n  outb 0x20 1\n"), "2:3: unknown operation `outb`");
+        // Line numbers that do not exist are refused when read, not per backend later.
+        assert_eq!(error_of("host pulse 99"), "1:12: IRQ 99 does not exist (lines 0-23)");
+        assert_eq!(error_of("host irq 3 2"), "1:12: level `2` is neither 0 nor 1");
+        // Extra words are errors, not ignored.
+        assert_eq!(error_of("sti now"), "1:5: unexpected `now` after `sti`");
+        assert_eq!(error_of("out8 0x20 0x11 0x12"), "1:16: unexpected `0x12` after `out8`");
+        // A missing argument points past the end of the line.
+        assert_eq!(error_of("rdmsr"), "1:7: missing MSR");
+        assert_eq!(error_of("in8 0x10000"), "1:5: `0x10000` is out of range");
+        // Host sleeps are bounded, and so is the vCPU count.
+        assert!(error_of("host sleep 18446744073709551615").starts_with("1:12: host sleep"));
+        assert!(error_of("ap\nap\nap\nap\n").contains("at most 4 vCPUs"));
+    }
 
     #[test]
     fn text_form_round_trips_every_operation() {
@@ -955,6 +1025,7 @@ mod tests {
         let scenario = scenario
             .aps_wait_for_sipi()
             .datasheet_follows(&[Device::Lapic, Device::Ioapic])
+            .timing_dependent("end", "lapic.IRR2", 1 << 1)
             .expect_aps(vec![vec![Expect::Irq(0x70), Expect::Value(1)]])
             .expect_aps_datasheet(vec![vec![Expect::Nmi]]);
         assert_eq!(Scenario::parse(&scenario.to_text()).unwrap(), scenario);

@@ -72,6 +72,9 @@ pub const PIC_FIELDS: [&str; 16] = [
     "elcr_mask",
 ];
 
+/// How many entries [`Trace::summary`] shows at each end of a long log.
+pub const SUMMARY_ENDS: usize = 16;
+
 /// What one vCPU logged during a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Trace {
@@ -136,9 +139,21 @@ impl Trace {
         Ok(())
     }
 
-    /// The log on one line.
+    /// The log on one line; a long one as its first and last [`SUMMARY_ENDS`] entries and a
+    /// count of those between.
     pub fn summary(&self) -> String {
-        self.entries.iter().map(|e| e.event.to_string()).collect::<Vec<_>>().join(" ")
+        let text =
+            |entries: &[Entry]| entries.iter().map(|e| e.event.to_string()).collect::<Vec<_>>().join(" ");
+        let n = self.entries.len();
+        if n <= 2 * SUMMARY_ENDS + 1 {
+            return text(&self.entries);
+        }
+        format!(
+            "{} … {} more … {} ({n} entries)",
+            text(&self.entries[..SUMMARY_ENDS]),
+            n - 2 * SUMMARY_ENDS,
+            text(&self.entries[n - SUMMARY_ENDS..])
+        )
     }
 
     /// Whether two logs are the same, entry by entry, given the program that produced them:
@@ -377,4 +392,53 @@ pub fn lapic_difference(a: &[u8], b: &[u8], tolerance: LapicTolerance) -> Vec<St
         }
     }
     out
+}
+
+/// The bytes of snapshot field `name`, as this module's difference functions name them (`lapic.IRR2`,
+/// `ioapic.redirtbl[17]`, `master.irr`).
+pub fn field_bytes<'a>(snapshot: &'a mut Snapshot, name: &str) -> Option<&'a mut [u8]> {
+    if let Some(register) = name.strip_prefix("lapic.") {
+        let slot = (0..0x400).step_by(16).find(|&slot| lapic_register_name(slot) == register)?;
+        return snapshot.lapic.as_mut()?.get_mut(slot..slot + 16);
+    }
+    if let Some(pin) = name.strip_prefix("ioapic.redirtbl[").and_then(|p| p.strip_suffix(']')) {
+        let pin: usize = pin.parse().ok()?;
+        return snapshot.ioapic.as_mut()?.get_mut(24 + 8 * pin..32 + 8 * pin);
+    }
+    let (chip, field) = name.split_once('.')?;
+    let chip = ["master", "slave"].iter().position(|c| *c == chip)?;
+    let at = PIC_FIELDS.iter().position(|f| *f == field)?;
+    snapshot.pic.as_mut()?.get_mut(chip)?.get_mut(at..=at)
+}
+
+/// Clears bits `mask` of field `field` of every snapshot labelled `label` (for state that
+/// host timing decides, [`crate::scenario::Scenario::timing_dependent`]).
+pub fn clear_bits(trace: &mut Trace, label: &str, field: &str, mask: u128) {
+    for snapshot in trace.snapshots.iter_mut().filter(|s| s.label == label) {
+        if let Some(bytes) = field_bytes(snapshot, field) {
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b &= !((mask >> (8 * i)) as u8);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: u64) -> Trace {
+        let entries = (0..n).map(|v| Entry { event: Event::Value(v), op: 0, seq: v as u32 }).collect();
+        Trace { entries, ..Trace::default() }
+    }
+
+    #[test]
+    fn a_long_log_is_summarised_by_its_ends_and_a_count() {
+        let summary = values(1_000_000).summary();
+        assert!(summary.len() < 600, "{} characters", summary.len());
+        assert!(summary.starts_with("val:0x0 val:0x1 "), "{summary}");
+        assert!(summary.ends_with("val:0xf423f (1000000 entries)"), "{summary}");
+        assert!(summary.contains("999968 more"), "{summary}");
+        assert_eq!(values(3).summary(), "val:0x0 val:0x1 val:0x2");
+    }
 }

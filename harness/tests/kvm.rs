@@ -29,8 +29,8 @@ fn every_builtin_scenario_passes_on_every_kvm_backend_and_they_agree() {
     // this host still shows (a fixed model or host would make it stale).
     for cell in &report.cells {
         if let Outcome::Known { tag, .. } = &cell.outcome {
-            let k = known::find(&cell.scenario, cell.backend);
-            assert_eq!(k.map(|k| k.cause), Some(*tag), "{} on {}", cell.scenario, cell.backend);
+            let alternatives = known::find_all(&cell.scenario, cell.backend);
+            assert!(alternatives.iter().any(|k| k.cause == *tag), "{} on {}", cell.scenario, cell.backend);
         }
     }
     for k in known::KNOWN {
@@ -40,7 +40,8 @@ fn every_builtin_scenario_passes_on_every_kvm_backend_and_they_agree() {
             else {
                 continue;
             };
-            if known::find(k.scenario, cell.backend).is_some() {
+            // (A host race may not show on a given run.)
+            if !k.race && known::find(k.scenario, cell.backend).is_some() {
                 assert!(
                     matches!(cell.outcome, Outcome::Known { .. }),
                     "{} on {backend} no longer diverges: remove it from known::KNOWN",

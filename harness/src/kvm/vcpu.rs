@@ -570,7 +570,18 @@ impl Loop {
                 set_irq(*irq, true)?;
                 set_irq(*irq, false)?;
             }
-            HostOp::Sleep(ns) => std::thread::sleep(Duration::from_nanos(*ns)),
+            // Capped by the run's wall-clock bound: a sleep past it fails the run at once.
+            HostOp::Sleep(ns) => {
+                let left = shared.options.timeout.saturating_sub(shared.started.elapsed());
+                let sleep = Duration::from_nanos(*ns);
+                if sleep > left {
+                    return Err(format!(
+                        "host sleep of {sleep:?} goes past the run's {:?} timeout",
+                        shared.options.timeout
+                    ));
+                }
+                std::thread::sleep(sleep);
+            }
             HostOp::Snapshot(label) => {
                 let snapshot = snapshot(shared, index, vcpu, label)?;
                 self.out.trace.snapshots.push(snapshot);
