@@ -468,7 +468,8 @@ impl Pic {
     /// new edge. Reports every level whose service
     /// or pending edge the reset cancelled, as ICW1 does.
     pub fn reset(&mut self) -> Effects {
-        // The slave's INT on IR2 is no master request of its own: the slave's is reported.
+        // The model's own master IRR leaves out the slave's INT on IR2 (state() adds it):
+        // that request is reported as the slave's level, not as IR2.
         let mut eoi = 0;
         for chip in [Chip::Master, Chip::Slave] {
             let c = self.chip(chip);
