@@ -9,7 +9,9 @@
 //! 2. `acknowledge` returns exactly what an independent priority resolver (written here for
 //!    every quirk combination) predicts from the state, and `pending_vector` predicts it
 //!    whenever INT is high (with a latched INT high and nothing pending: spurious IRQ7);
-//!    `irq < 16` and `vector & 7 == irq & 7`;
+//!    `irq < 16` and `vector & 7 == irq & 7`, except for a cascade no slave answers (master
+//!    ICW3 bit set, slave ID another; not with `ICW3_IGNORED`), which is the floating bus
+//!    0xFF with the master level as `irq`;
 //! 3. ISR gains bits only from an acknowledge, a poll read of that chip, or a restore;
 //! 4. EOI notifications are sound and complete: an OCW2 reports only a level that was in
 //!    service, ICW1 and reset only in-service levels and requests they cancelled (reset:
@@ -17,7 +19,8 @@
 //!    service is reported (except master IR2, which a KVM-profile slave poll drops silently)
 //!    and none that is still in service;
 //! 5. every state validates, `restore(&state())` is the identity, a restore is refused
-//!    exactly when a [`vm_pic::StateError`] rule (including the profile's ignored modes) is
+//!    exactly when a [`vm_pic::StateError`] rule (including the profile's ignored modes and
+//!    ICW3, and without `CASCADE_LATCHED` a master IRR2 clear under the slave's INT) is
 //!    broken, and a refused restore leaves the PIC unchanged;
 //! 6. `intr() == pending_vector().is_some()`; without `INT_LATCHED` INT is "the master has a
 //!    request"; with it INT is the latched `output`, which equals "the master has a request"
@@ -26,14 +29,16 @@
 //!    `update_output`) and changes nowhere else (except by restore).
 //!
 //! Also checked: reads other than polls change nothing and return the selected register
-//! (the master's IRR with the live cascade wire on IR2 unless `CASCADE_LATCHED`); poll bytes
+//! (the master's IRR, which `state()` reports as the guest reads it: with the live cascade
+//! wire on IR2 unless `CASCADE_LATCHED`); poll bytes
 //! are the polled chip's resolved request; wide accesses are exactly their byte accesses (or
 //! ignored, `WIDE_ACCESS_IGNORED`); line calls report `Masked` exactly for masked lines and
 //! refuse bad lines and sources without effect; reset returns each chip to power-on with
 //! only the line levels kept, then runs KVM's update; `update_output` is exactly KVM's
 //! `pic_update_irq` (nothing in the datasheet profile); the master's request is absent while
 //! it initialises (unless `LIVE_DURING_INIT`), and so is INT unless it is latched; and in the
-//! datasheet profile a level-triggered IRR bit always equals its line.
+//! datasheet profile a level-triggered IRR bit always equals its input (master IR2: line 2
+//! or the slave's INT).
 //!
 //! This file is the `pic` module of the `vm-irq-fuzz` crate (cargo-fuzz, nightly) and is
 //! also included by `pic/tests/fuzz_corpus.rs`, which replays the seed corpus on stable, so
@@ -67,7 +72,7 @@ pub enum Profile {
     Datasheet,
     /// [`Quirks::KVM`].
     Kvm,
-    /// Any combination of the eleven quirk flags (`Quirks::from_bits_truncate`, so unknown
+    /// Any combination of the twelve quirk flags (`Quirks::from_bits_truncate`, so unknown
     /// bits are dropped): each flag is a documented, independent divergence, and a VMM may
     /// pick any set.
     Mixed(u16),
@@ -170,7 +175,7 @@ pub enum Op {
     Restore {
         /// The state to restore.
         state: RawState,
-        /// Make `priority_add`, `irq_base` and `elcr` valid.
+        /// Make `priority_add`, `irq_base`, `elcr` and the slave's `icw3` valid.
         sanitize: bool,
     },
     /// The state restored into a fresh PIC of the same profile must give an equal PIC.
@@ -190,12 +195,13 @@ pub struct RawChip {
     elcr_mask: u8,
     /// Low two bits: the `init_state`.
     init_state: u8,
-    /// One bit per flag, in [`ChipState`] order.
+    /// One bit per flag, in [`ChipState`] order (bits 0–8); bit 9: `icw3` is the PC's
+    /// (0x04 master, 0x02 slave), else bits 15:10 are `icw3`.
     flags: u16,
 }
 
 impl RawChip {
-    fn build(&self, sanitize: bool) -> ChipState {
+    fn build(&self, sanitize: bool, which: Chip) -> ChipState {
         let flag = |n: u32| self.flags & (1 << n) != 0;
         let mut chip = ChipState {
             last_irr: self.last_irr,
@@ -216,11 +222,19 @@ impl RawChip {
             elcr_mask: self.elcr_mask,
             single_mode: flag(7),
             ltim: flag(8),
+            icw3: match (flag(9), which) {
+                (true, Chip::Master) => regs::PC_MASTER_ICW3,
+                (true, Chip::Slave) => regs::PC_SLAVE_ICW3,
+                (false, _) => (self.flags >> 10) as u8,
+            },
         };
         if sanitize {
             chip.priority_add &= 7;
             chip.irq_base &= 0xF8;
             chip.elcr &= chip.elcr_mask;
+            if which == Chip::Slave {
+                chip.icw3 &= regs::SLAVE_ID_MASK;
+            }
         }
         chip
     }
@@ -248,8 +262,8 @@ impl RawState {
             }
         }
         PicState {
-            master: self.master.build(sanitize),
-            slave: self.slave.build(sanitize),
+            master: self.master.build(sanitize, Chip::Master),
+            slave: self.slave.build(sanitize, Chip::Slave),
             sources,
             output: self.output,
         }
@@ -419,19 +433,40 @@ fn master_request(state: &PicState, quirks: Quirks) -> Option<u8> {
     resolve(&state.master, state.master.irr | cascade_wire(state, quirks), true, quirks)
 }
 
+/// How master level `level` is acknowledged: `None` if it has no slave (the master's vector),
+/// `Some(answered)` if it cascades. Not in single mode, a level cascades when its ICW3 bit is
+/// set and the slave answers when its ID (ICW3 bits 2:0) is the level; with `ICW3_IGNORED`
+/// only IR2 cascades and the slave always answers.
+fn cascade(state: &PicState, quirks: Quirks, level: u8) -> Option<bool> {
+    if state.master.single_mode {
+        return None;
+    }
+    if quirks.contains(Quirks::ICW3_IGNORED) {
+        return (level == CASCADE_IRQ).then_some(true);
+    }
+    (state.master.icw3 & (1 << level) != 0).then_some(state.slave.icw3 & 7 == level)
+}
+
 /// What an acknowledge does in `state`: (vector, irq, spurious). No master request:
-/// spurious IRQ7 (master IR7 vector); the cascade level (unless single mode) with nothing on
-/// the slave: spurious IRQ15 (slave IR7 vector).
+/// spurious IRQ7 (master IR7 vector); a cascaded level the slave answers with nothing on the
+/// slave: spurious IRQ15 (slave IR7 vector); a cascaded level nobody answers: the floating
+/// bus 0xFF, `irq` the master level, not spurious.
 fn expected_ack(state: &PicState, quirks: Quirks) -> (u8, u8, bool) {
     let (master, slave) = (&state.master, &state.slave);
-    match master_request(state, quirks) {
-        None => (master.irq_base | 7, 7, true),
-        Some(CASCADE_IRQ) if !master.single_mode => match slave_request(state, quirks) {
+    let Some(level) = master_request(state, quirks) else { return (master.irq_base | 7, 7, true) };
+    match cascade(state, quirks, level) {
+        None => (master.irq_base | level, level, false),
+        Some(true) => match slave_request(state, quirks) {
             Some(level) => (slave.irq_base | level, 8 | level, false),
             None => (slave.irq_base | 7, 15, true),
         },
-        Some(level) => (master.irq_base | level, level, false),
+        Some(false) => (regs::FLOATING_BUS, level, false),
     }
+}
+
+/// Whether the acknowledge in `state` is of a cascade nobody answers.
+fn unanswered(state: &PicState, quirks: Quirks) -> bool {
+    master_request(state, quirks).and_then(|level| cascade(state, quirks, level)) == Some(false)
 }
 
 /// KVM's `pic_update_irq` applied to `state` in profile `quirks`: with `CASCADE_LATCHED` a
@@ -517,7 +552,9 @@ fn check_always(pic: &Pic, irr_tracks_lines: bool, at: &Step) {
     if let Some(vector) = pending {
         let base = vector & 0xF8;
         assert!(
-            base == state.master.irq_base || base == state.slave.irq_base,
+            base == state.master.irq_base
+                || base == state.slave.irq_base
+                || (vector == regs::FLOATING_BUS && unanswered(&state, quirks)),
             "{at}: pending vector {vector:#04x} is from neither chip's base"
         );
     }
@@ -530,7 +567,9 @@ fn check_always(pic: &Pic, irr_tracks_lines: bool, at: &Step) {
     if irr_tracks_lines {
         for c in [Chip::Master, Chip::Slave] {
             let s = chip(&state, c);
-            let lines = state.line_levels(c);
+            // Master IR2 is line 2 or the slave's INT.
+            let wire = if c == Chip::Master { cascade_wire(&state, quirks) } else { 0 };
+            let lines = state.line_levels(c) | wire;
             assert_eq!(
                 (s.irr ^ lines) & level_mask(s),
                 0,
@@ -666,7 +705,8 @@ fn checked_acknowledge(pic: &mut Pic, at: &Step) {
     let pending = pic.pending_vector();
     let ack = pic.acknowledge();
     let after = pic.state();
-    assert!(ack.irq < 16 && ack.vector & 7 == ack.irq & 7, "{at}: {ack:?}");
+    let floating = unanswered(&before, pic.quirks());
+    assert!(ack.irq < 16 && (floating || ack.vector & 7 == ack.irq & 7), "{at}: {ack:?}");
     if let Some(vector) = pending {
         assert_eq!(ack.vector, vector, "{at}: {ack:?} differs from pending_vector()");
     }
@@ -676,14 +716,20 @@ fn checked_acknowledge(pic: &mut Pic, at: &Step) {
     assert_eq!((ack.vector, ack.irq, ack.spurious), expected, "{at}: {ack:?}");
     check_output(pic, &before, true, at, "acknowledge");
     let base = if ack.irq < 8 { before.master.irq_base } else { before.slave.irq_base };
-    assert_eq!(ack.vector, base | (ack.irq & 7), "{at}: {ack:?} is not from its chip's base");
-    // What the INTA cycles put in service: a slave level also sets master ISR2, and a
-    // spurious IRQ15 sets only that; a spurious IRQ7 sets nothing.
+    if floating {
+        assert_eq!(ack.vector, regs::FLOATING_BUS, "{at}: {ack:?}: nobody answered the cascade");
+    } else {
+        assert_eq!(ack.vector, base | (ack.irq & 7), "{at}: {ack:?} is not from its chip's base");
+    }
+    // What the INTA cycles put in service: a slave level also sets the master's ISR bit of
+    // the input that addressed the slave, and a spurious IRQ15 sets only that; a spurious
+    // IRQ7 sets nothing.
+    let cascaded: u16 = master_request(&before, pic.quirks()).map_or(0, |level| 1 << level);
     let acked: u16 = match (ack.spurious, ack.irq) {
         (true, 7) => 0,
-        (true, 15) => 1 << CASCADE_IRQ,
+        (true, 15) => cascaded,
         (true, irq) => panic!("{at}: spurious acknowledge of IRQ{irq}"),
-        (false, irq) if irq >= 8 => 1 << irq | 1 << CASCADE_IRQ,
+        (false, irq) if irq >= 8 => 1 << irq | cascaded,
         (false, irq) => 1 << irq,
     };
     assert_eq!(isr(&after) & !isr(&before) & !acked, 0, "{at}: {ack:?} put another level in service");
@@ -800,7 +846,10 @@ fn checked_reset(pic: &mut Pic, at: &Step) {
     let effects = pic.reset();
     let after = pic.state();
     let cancelled = |c: &ChipState| c.isr | (c.irr & !level_mask(c));
-    let ended = wide(Chip::Master, cancelled(&before.master)) | wide(Chip::Slave, cancelled(&before.slave));
+    // The slave's INT on master IR2 is reported as the slave's request, not the master's.
+    let mut master = before.master;
+    master.irr &= !cascade_wire(&before, quirks);
+    let ended = wide(Chip::Master, cancelled(&master)) | wide(Chip::Slave, cancelled(&before.slave));
     assert_eq!(effects, Effects { eoi: ended, invalid: None }, "{at}: reset effects");
     check_eoi(effects.eoi, ended, &before, &after, 0, at);
     let mut power_on = PicState { sources: before.sources, ..PicState::default() };
@@ -829,26 +878,39 @@ fn checked_update_output(pic: &mut Pic, at: &Step) {
 }
 
 /// Restore: installs exactly `state`, or refuses it exactly when a [`vm_pic::StateError`]
-/// rule is broken (`priority_add` > 7, `irq_base` bits 2:0, ELCR outside its mask, then
-/// master before slave, `single_mode` with `SNGL_IGNORED` or `ltim` with `LTIM_IGNORED`),
-/// with that error, and leaves the PIC unchanged. Returns whether it was installed.
+/// rule is broken (`priority_add` > 7, `irq_base` bits 2:0, ELCR outside its mask, slave
+/// `icw3` bits 7:3; then master before slave, `single_mode` with `SNGL_IGNORED`, `ltim`
+/// with `LTIM_IGNORED`, `icw3` other than 0x04/0x02 with `ICW3_IGNORED`; then without
+/// `CASCADE_LATCHED` master IRR2 clear while the slave requests), with that error, and
+/// leaves the PIC unchanged. Returns whether it was installed.
 fn checked_restore(pic: &mut Pic, state: &PicState, at: &Step) -> bool {
     let old = pic.clone();
     let quirks = pic.quirks();
     let valid = [state.master, state.slave]
         .iter()
-        .all(|c| c.priority_add <= 7 && c.irq_base & 7 == 0 && c.elcr & !c.elcr_mask == 0);
+        .all(|c| c.priority_add <= 7 && c.irq_base & 7 == 0 && c.elcr & !c.elcr_mask == 0)
+        && state.slave.icw3 & !7 == 0;
     assert_eq!(state.validate().is_ok(), valid, "{at}: validate() answered {:?}", state.validate());
+    let pc_icw3 = |c: Chip| if c == Chip::Master { 0x04 } else { 0x02 };
     let ignored =
         [(Chip::Master, &state.master), (Chip::Slave, &state.slave)].into_iter().find_map(|(c, s)| {
             if s.single_mode && quirks.contains(Quirks::SNGL_IGNORED) {
                 Some(StateError::IgnoredMode { chip: c, field: "single_mode" })
             } else if s.ltim && quirks.contains(Quirks::LTIM_IGNORED) {
                 Some(StateError::IgnoredMode { chip: c, field: "ltim" })
+            } else if s.icw3 != pc_icw3(c) && quirks.contains(Quirks::ICW3_IGNORED) {
+                Some(StateError::IgnoredMode { chip: c, field: "icw3" })
             } else {
                 None
             }
         });
+    // Without a latched cascade the slave's INT is visible in master IRR2.
+    let ignored = ignored.or_else(|| {
+        (!quirks.contains(Quirks::CASCADE_LATCHED)
+            && slave_request(state, quirks).is_some()
+            && state.master.irr & (1 << CASCADE_IRQ) == 0)
+            .then_some(StateError::CascadeNotInIrr)
+    });
     let expected = state.validate().and_then(|()| ignored.map_or(Ok(()), Err));
     let result = pic.restore(state);
     assert_eq!(result, expected, "{at}: restore answered {result:?}");

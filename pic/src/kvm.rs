@@ -2,17 +2,24 @@
 //! KVM_GET_IRQCHIP / KVM_SET_IRQCHIP (`chip_id` 0 is the master, 1 the slave).
 //!
 //! From KVM to the model and back is lossless: every `kvm_pic_state` that KVM produces
-//! converts and returns byte for byte. The model keeps three things KVM does not: ICW1's
-//! SNGL and LTIM (KVM ignores both) and which sources drive each line. Going to KVM drops
-//! them; coming from KVM, each line is taken to be driven by source 0 exactly when its
-//! `last_irr` bit is set, which is the level KVM's edge detector last saw.
+//! converts and returns byte for byte. The model keeps four things KVM does not: ICW1's
+//! SNGL and LTIM and the ICW3 bytes (KVM ignores all three) and which sources drive each
+//! line. Going to KVM drops them (lossy in that direction unless they hold what KVM
+//! assumes: SNGL and LTIM clear, ICW3 0x04/0x02, as in every KVM-profile state); coming from
+//! KVM, SNGL and LTIM are clear, ICW3 is the PC wiring KVM hard-codes (master 0x04: a slave
+//! on IR2; slave 0x02: ID 2), and each line is taken to be driven by source 0 exactly when
+//! its `last_irr` bit is set, which is the level KVM's edge detector last saw.
+//!
+//! A state from KVM restores into a KVM-profile PIC unchanged. A datasheet-profile PIC
+//! refuses it with [`StateError::CascadeNotInIrr`] while the slave has a request KVM has not
+//! yet latched into master IRR2, since that profile's guest would read IRR2 set.
 
 use kvm_bindings::kvm_pic_state;
 
-use crate::{Chip, ChipState, InitState, PicState, StateError};
+use crate::{regs, Chip, ChipState, InitState, PicState, StateError};
 
 impl ChipState {
-    /// This chip as KVM's `kvm_pic_state` (SNGL and LTIM are dropped).
+    /// This chip as KVM's `kvm_pic_state` (SNGL, LTIM and ICW3 are dropped).
     pub fn to_kvm(&self) -> kvm_pic_state {
         kvm_pic_state {
             last_irr: self.last_irr,
@@ -36,7 +43,8 @@ impl ChipState {
 
     /// Converts KVM's state of one chip. Refuses bytes KVM never produces (a flag other than
     /// 0 or 1, `init_state` above 3), since they could not convert back unchanged, and values
-    /// [`PicState::validate`] refuses.
+    /// [`PicState::validate`] refuses. SNGL and LTIM are clear and `icw3` is the PC's
+    /// ([`regs::PC_MASTER_ICW3`] or [`regs::PC_SLAVE_ICW3`] by `chip`), which KVM assumes.
     pub fn from_kvm(kvm: &kvm_pic_state, chip: Chip) -> Result<ChipState, StateError> {
         let flag = |field: &'static str, value: u8| match value {
             0 => Ok(false),
@@ -63,6 +71,10 @@ impl ChipState {
             elcr_mask: kvm.elcr_mask,
             single_mode: false,
             ltim: false,
+            icw3: match chip {
+                Chip::Master => regs::PC_MASTER_ICW3,
+                Chip::Slave => regs::PC_SLAVE_ICW3,
+            },
         };
         Ok(state)
     }
@@ -97,7 +109,7 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use crate::{regs, Pic, Quirks};
+    use crate::{Pic, Quirks};
     use proptest::prelude::*;
 
     fn bytes(s: &kvm_pic_state) -> [u8; 16] {
@@ -195,6 +207,20 @@ mod tests {
         moved.update_output(); // as KVM_SET_IRQCHIP does
         assert_eq!(moved, pic);
         assert_eq!((ack.vector, moved.acknowledge().vector), (0x35, 0x3B));
+    }
+
+    #[test]
+    fn from_kvm_assumes_the_pc_icw3_and_to_kvm_drops_the_guests() {
+        let [m, s] = PicState::default().to_kvm();
+        let state = PicState::from_kvm(&m, &s).unwrap();
+        assert_eq!((state.master.icw3, state.slave.icw3), (regs::PC_MASTER_ICW3, regs::PC_SLAVE_ICW3));
+        // A datasheet-profile guest's own ICW3 does not survive the trip (KVM has no field).
+        let mut other = state;
+        other.master.icw3 = 0x00;
+        other.slave.icw3 = 0x05;
+        assert_eq!(other.to_kvm().map(|c| bytes(&c)), state.to_kvm().map(|c| bytes(&c)));
+        let [m, s] = other.to_kvm();
+        assert_eq!(PicState::from_kvm(&m, &s), Ok(state));
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! * Every ICW and OCW: the initialisation sequence with IC4, SNGL and LTIM; the mask; every
 //!   EOI, rotation and priority command; read IRR/ISR, poll and special mask mode.
 //! * Automatic EOI (with rotation), special fully nested mode, edge and level triggering
-//!   (ELCR and LTIM), cascade, spurious IRQ7 and IRQ15, and input lines shared by several
-//!   sources.
+//!   (ELCR and LTIM), cascade as ICW3 programs it (the master's slave map, the slave's ID;
+//!   an unanswered cascade floats the bus to 0xFF), spurious IRQ7 and IRQ15, and input lines
+//!   shared by several sources.
 //! * Time-free and callback-free: each call returns what it caused ([`Effects`], [`Ack`],
 //!   [`LineStatus`]); the VMM asks [`Pic::intr`] / [`Pic::pending_vector`] to decide
 //!   injection and calls [`Pic::acknowledge`] when the CPU takes the interrupt.
@@ -153,15 +154,44 @@ impl Effects {
 #[must_use]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ack {
-    /// The vector the CPU takes.
+    /// The vector the CPU takes: the answering chip's base with the level in bits 2:0, or
+    /// [`regs::FLOATING_BUS`] (0xFF) when the master addressed a slave that does not answer.
     pub vector: u8,
-    /// The IRQ line acknowledged, 0–15; 7 or 15 for a spurious interrupt.
+    /// The IRQ line acknowledged, 0–15; 7 or 15 for a spurious interrupt. For a slave level
+    /// (8–15) the master also set the ISR bit of the input that addressed the slave (IR2 on
+    /// the PC). For a cascade nobody answered, the master level that went in service.
     pub irq: u8,
     /// No request was there: the chip answered with its IR7 vector and set no ISR bit of its
-    /// own (for IRQ15 the master did set ISR2, so the guest must EOI the master).
+    /// own (for IRQ15 the master did set the ISR bit of the cascaded input, IR2 on the PC,
+    /// so the guest must EOI the master).
     pub spurious: bool,
     /// Automatic-EOI notifications caused by this acknowledge (same meaning as [`Effects::eoi`]).
     pub eoi: u16,
+}
+
+/// What the INTA cycles do, decided by the master's request and the ICW3 wiring.
+#[derive(Clone, Copy)]
+enum Inta {
+    /// No request: spurious IRQ7.
+    Spurious,
+    /// A master input without a slave: the master supplies the vector.
+    Master(u8),
+    /// A cascaded master input whose address the slave answers, with its request (or
+    /// nothing: spurious IRQ15).
+    Slave { master: u8, slave: Option<u8> },
+    /// A cascaded master input nobody answers: the bus floats.
+    Unanswered(u8),
+}
+
+/// The slave's INT output in `state`, as the level it presents.
+#[inline(always)]
+fn slave_request(state: &PicState, quirks: Quirks) -> Option<u8> {
+    let slave = &state.slave;
+    let live = slave.init_state == InitState::Ready || quirks.contains(Quirks::LIVE_DURING_INIT);
+    if slave.irr & !slave.imr == 0 || !live {
+        return None;
+    }
+    slave.request(0, false, quirks)
 }
 
 /// The master/slave 8259A pair with ELCR1/ELCR2.
@@ -188,7 +218,7 @@ impl Pic {
 
     /// A one-byte guest write to `port`.
     pub fn write(&mut self, port: u16, value: u8) -> Effects {
-        match port {
+        let effects = match port {
             regs::MASTER_COMMAND => self.write_command(Chip::Master, value),
             regs::MASTER_DATA => self.write_data(Chip::Master, value),
             regs::SLAVE_COMMAND => self.write_command(Chip::Slave, value),
@@ -196,12 +226,14 @@ impl Pic {
             regs::ELCR1 => self.write_elcr(Chip::Master, value),
             regs::ELCR2 => self.write_elcr(Chip::Slave, value),
             _ => Effects { eoi: 0, invalid: Some(AccessError::UnknownPort(port)) },
-        }
+        };
+        self.settle_cascade();
+        effects
     }
 
     /// A one-byte guest read of `port`. Reads have effects: a poll read acknowledges.
     pub fn read(&mut self, port: u16) -> (u8, Effects) {
-        match port {
+        let result = match port {
             regs::MASTER_COMMAND => self.read_command(Chip::Master),
             regs::MASTER_DATA => self.read_data(Chip::Master),
             regs::SLAVE_COMMAND => self.read_command(Chip::Slave),
@@ -209,7 +241,9 @@ impl Pic {
             regs::ELCR1 => (self.state.master.elcr, Effects::default()),
             regs::ELCR2 => (self.state.slave.elcr, Effects::default()),
             _ => (0xFF, Effects { eoi: 0, invalid: Some(AccessError::UnknownPort(port)) }),
-        }
+        };
+        self.settle_cascade();
+        result
     }
 
     /// A guest write of any width starting at `port`, as a VMM's I/O bus delivers it.
@@ -280,6 +314,7 @@ impl Pic {
         let line = *sources != 0;
         let status = self.chip_mut(if irq < 8 { Chip::Master } else { Chip::Slave }).set_input(irq & 7, line);
         self.kvm_update();
+        self.settle_cascade();
         Ok(status)
     }
 
@@ -315,13 +350,12 @@ impl Pic {
         if !int {
             return None;
         }
-        Some(match request {
-            // Only with a latched INT (KVM profile): the acknowledge finds nothing.
-            None => self.state.master.irq_base | 7,
-            Some(CASCADE_IRQ) if !self.state.master.single_mode => {
-                self.state.slave.irq_base | self.slave_request().unwrap_or(7)
-            }
-            Some(irq) => self.state.master.irq_base | irq,
+        Some(match self.inta(request) {
+            Inta::Spurious => self.state.master.irq_base | 7,
+            Inta::Master(level) => self.state.master.irq_base | level,
+            Inta::Slave { slave: Some(level), .. } => self.state.slave.irq_base | level,
+            Inta::Slave { slave: None, .. } => self.state.slave.irq_base | 7,
+            Inta::Unanswered(_) => regs::FLOATING_BUS,
         })
     }
 
@@ -330,17 +364,27 @@ impl Pic {
     /// once the injection is certain (not when KVM_INTERRUPT is refused).
     ///
     /// With no request (INT low, or the request withdrawn since the VMM looked) the master
-    /// answers with its IR7 vector and sets no ISR bit: spurious IRQ7. When the master
-    /// selects IR2 but the slave has nothing, the master sets ISR2 and the slave answers with
-    /// its IR7 vector: spurious IRQ15.
+    /// answers with its IR7 vector and sets no ISR bit: spurious IRQ7.
+    ///
+    /// A master input with a slave (its ICW3 bit set, not in single mode; with
+    /// [`Quirks::ICW3_IGNORED`] exactly IR2) goes in service on the master, which puts the
+    /// input's number on CAS2:0; the slave answers if that is its ID (ICW3 bits 2:0) with its
+    /// own request, or with its IR7 vector if it has none (spurious IRQ15). If the slave's ID
+    /// is another one, no chip drives the data bus: the vector is [`regs::FLOATING_BUS`],
+    /// `irq` is the master level and the slave is untouched. An input without a slave (IR2
+    /// with ICW3 bit 2 clear, or in single mode) is acknowledged with the master's vector,
+    /// whatever drives it.
     #[inline]
     pub fn acknowledge(&mut self) -> Ack {
-        let ack = match self.master_request() {
-            None => Ack { vector: self.state.master.irq_base | 7, irq: 7, spurious: true, eoi: 0 },
-            Some(CASCADE_IRQ) if !self.state.master.single_mode => {
-                let slave_level = self.slave_request();
-                let mut eoi = u16::from(self.state.master.acknowledge(CASCADE_IRQ));
-                match slave_level {
+        let ack = match self.inta(self.master_request()) {
+            Inta::Spurious => Ack { vector: self.state.master.irq_base | 7, irq: 7, spurious: true, eoi: 0 },
+            Inta::Master(level) => {
+                let eoi = u16::from(self.state.master.acknowledge(level));
+                Ack { vector: self.state.master.irq_base | level, irq: level, spurious: false, eoi }
+            }
+            Inta::Slave { master, slave } => {
+                let mut eoi = u16::from(self.state.master.acknowledge(master));
+                match slave {
                     Some(level) => {
                         eoi |= u16::from(self.state.slave.acknowledge(level)) << 8;
                         Ack {
@@ -353,38 +397,62 @@ impl Pic {
                     None => Ack { vector: self.state.slave.irq_base | 7, irq: 15, spurious: true, eoi },
                 }
             }
-            Some(irq) => {
-                let eoi = u16::from(self.state.master.acknowledge(irq));
-                Ack { vector: self.state.master.irq_base | irq, irq, spurious: false, eoi }
+            Inta::Unanswered(level) => {
+                let eoi = u16::from(self.state.master.acknowledge(level));
+                Ack { vector: regs::FLOATING_BUS, irq: level, spurious: false, eoi }
             }
         };
         self.kvm_update();
+        self.settle_cascade();
         ack
     }
 
     // ----- state ------------------------------------------------------------------------
 
-    /// A copy of the complete state.
+    /// A copy of the complete state. The master's `irr` is the IRR the guest reads: without
+    /// [`Quirks::CASCADE_LATCHED`] it includes the slave's INT on IR2.
     pub fn state(&self) -> PicState {
-        self.state
+        let mut state = self.state;
+        state.master.irr |= self.cascade_input();
+        state
     }
 
     /// Replaces the state after validating it; on error the PIC is unchanged.
     ///
     /// Restoring re-evaluates nothing, so `restore(&state())` is the identity in both
-    /// profiles. To reproduce KVM_SET_IRQCHIP, which also re-evaluates the outputs, call
-    /// [`Pic::update_output`] after restoring a state taken from KVM.
+    /// profiles, and after a successful `restore(&s)`, `state()` is `s`. To reproduce
+    /// KVM_SET_IRQCHIP, which also re-evaluates the outputs, call [`Pic::update_output`]
+    /// after restoring a state taken from KVM.
+    ///
+    /// Besides [`PicState::validate`], refused: a mode or an `icw3` the profile ignores
+    /// ([`StateError::IgnoredMode`]), and without [`Quirks::CASCADE_LATCHED`] a master `irr`
+    /// with bit 2 clear while the slave's INT is high ([`StateError::CascadeNotInIrr`]), which
+    /// the guest could never read.
     pub fn restore(&mut self, state: &PicState) -> Result<(), StateError> {
         state.validate()?;
-        for (chip, c) in [(Chip::Master, &state.master), (Chip::Slave, &state.slave)] {
+        for (chip, c, pc_icw3) in [
+            (Chip::Master, &state.master, regs::PC_MASTER_ICW3),
+            (Chip::Slave, &state.slave, regs::PC_SLAVE_ICW3),
+        ] {
             if c.single_mode && self.quirks.contains(Quirks::SNGL_IGNORED) {
                 return Err(StateError::IgnoredMode { chip, field: "single_mode" });
             }
             if c.ltim && self.quirks.contains(Quirks::LTIM_IGNORED) {
                 return Err(StateError::IgnoredMode { chip, field: "ltim" });
             }
+            if c.icw3 != pc_icw3 && self.quirks.contains(Quirks::ICW3_IGNORED) {
+                return Err(StateError::IgnoredMode { chip, field: "icw3" });
+            }
         }
-        self.state = *state;
+        let mut inner = *state;
+        if !self.quirks.contains(Quirks::CASCADE_LATCHED) && slave_request(&inner, self.quirks).is_some() {
+            if inner.master.irr & bit(CASCADE_IRQ) == 0 {
+                return Err(StateError::CascadeNotInIrr);
+            }
+            // IRR2 is the slave's: keep of it only what line 2 holds on its own.
+            inner.master.irr = (inner.master.irr & !bit(CASCADE_IRQ)) | Self::line2_request(&inner);
+        }
+        self.state = inner;
         Ok(())
     }
 
@@ -400,6 +468,8 @@ impl Pic {
     /// new edge. Reports every level whose service
     /// or pending edge the reset cancelled, as ICW1 does.
     pub fn reset(&mut self) -> Effects {
+        // The model's own master IRR leaves out the slave's INT on IR2 (state() adds it):
+        // that request is reported as the slave's level, not as IR2.
         let mut eoi = 0;
         for chip in [Chip::Master, Chip::Slave] {
             let c = self.chip(chip);
@@ -414,6 +484,7 @@ impl Pic {
             self.state.slave.last_irr = self.state.line_levels(Chip::Slave);
         }
         self.kvm_update();
+        self.settle_cascade();
         Effects::with_eoi(eoi)
     }
 
@@ -444,11 +515,44 @@ impl Pic {
     /// The slave's INT output, as the level it presents.
     #[inline(always)]
     fn slave_request(&self) -> Option<u8> {
-        let slave = &self.state.slave;
-        if slave.irr & !slave.imr == 0 || !self.live(slave) {
-            return None;
+        slave_request(&self.state, self.quirks)
+    }
+
+    /// What the two INTA cycles do when the master resolved `request`.
+    #[inline(always)]
+    fn inta(&self, request: Option<u8>) -> Inta {
+        let Some(level) = request else { return Inta::Spurious };
+        let master = &self.state.master;
+        let ignored = self.quirks.contains(Quirks::ICW3_IGNORED);
+        let cascaded =
+            !master.single_mode && if ignored { level == CASCADE_IRQ } else { master.icw3 & bit(level) != 0 };
+        if !cascaded {
+            Inta::Master(level)
+        } else if ignored || self.state.slave.icw3 & regs::SLAVE_ID_MASK == level {
+            Inta::Slave { master: level, slave: self.slave_request() }
+        } else {
+            Inta::Unanswered(level)
         }
-        slave.request(0, false, self.quirks)
+    }
+
+    /// Master IRR2 as line 2 alone holds it: the line while it is level-triggered, nothing
+    /// for an edge (an edge of line 2 while the slave holds IR2 high merges into that request).
+    #[inline(always)]
+    fn line2_request(state: &PicState) -> u8 {
+        state.line_levels(Chip::Master) & state.master.level_mask() & bit(CASCADE_IRQ)
+    }
+
+    /// Without [`Quirks::CASCADE_LATCHED`], while the slave's INT drives IR2, IRR2 is that
+    /// wire: drop what line 2 latched on its own, so that IRR2 falls with the slave's INT and
+    /// `state()` (which shows the wire) determines the PIC. Run after every call that may
+    /// change the slave's INT or IRR2.
+    #[inline(always)]
+    fn settle_cascade(&mut self) {
+        if !self.quirks.contains(Quirks::CASCADE_LATCHED) && self.slave_request().is_some() {
+            let line2 = Self::line2_request(&self.state);
+            let master = &mut self.state.master;
+            master.irr = (master.irr & !bit(CASCADE_IRQ)) | line2;
+        }
     }
 
     /// The master's INT output. In the datasheet profile IR2 is a level wire from the
@@ -547,6 +651,7 @@ impl Pic {
 
     /// An A0=1 write: the next ICW during initialisation, OCW1 (IMR) afterwards.
     fn write_data(&mut self, chip: Chip, value: u8) -> Effects {
+        let quirks = self.quirks;
         let c = self.chip_mut(chip);
         match c.init_state {
             InitState::Ready => {
@@ -563,8 +668,14 @@ impl Pic {
                 };
             }
             InitState::Icw3 => {
-                // ICW3 (slave map or slave ID) only steers the CAS lines; the PC wiring is
-                // fixed: the slave hangs off master IR2.
+                // ICW3: the master's map of inputs with a slave, or the slave's ID (bits 2:0;
+                // the datasheet's bits 7:3 are 0 and the chip keeps only the ID).
+                if !quirks.contains(Quirks::ICW3_IGNORED) {
+                    c.icw3 = match chip {
+                        Chip::Master => value,
+                        Chip::Slave => value & regs::SLAVE_ID_MASK,
+                    };
+                }
                 c.init_state = if c.init4 { InitState::Icw4 } else { InitState::Ready };
             }
             InitState::Icw4 => {

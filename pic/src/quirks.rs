@@ -65,6 +65,12 @@ bitflags! {
         /// spurious IRQ7) or stay low with a request pending until the next such point.
         /// Datasheet profile: INT always reflects the registers.
         const INT_LATCHED = 1 << 10;
+        /// KVM ignores ICW3: master IR2 always cascades to the slave, which always answers,
+        /// and no other input cascades; the ICW3 bytes are not kept (the state holds the PC
+        /// values 0x04 and 0x02). Datasheet profile: the master cascades the inputs whose
+        /// ICW3 bit is set (IR2 without it is an ordinary input with the master's vector) and
+        /// the slave answers only the cascade address equal to its ID (ICW3 bits 2:0).
+        const ICW3_IGNORED = 1 << 11;
     }
 }
 
@@ -83,5 +89,6 @@ impl Quirks {
         .union(Quirks::LTIM_IGNORED)
         .union(Quirks::ELCR_NO_RESAMPLE)
         .union(Quirks::WIDE_ACCESS_IGNORED)
-        .union(Quirks::INT_LATCHED);
+        .union(Quirks::INT_LATCHED)
+        .union(Quirks::ICW3_IGNORED);
 }

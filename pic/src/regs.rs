@@ -30,6 +30,18 @@ pub const ELCR2_MASK: u8 = 0xDE;
 /// The master input that the slave's INT output drives (IR2).
 pub const CASCADE_IRQ: u8 = 2;
 
+/// The PC's master ICW3: a slave on IR2 only. The state holds it until the guest writes
+/// ICW3, and always in a profile with [`crate::Quirks::ICW3_IGNORED`].
+pub const PC_MASTER_ICW3: u8 = 1 << CASCADE_IRQ;
+/// The PC's slave ICW3: slave ID 2, the cascade address of master IR2.
+pub const PC_SLAVE_ICW3: u8 = CASCADE_IRQ;
+/// The bits of a slave's ICW3 that hold its ID (the datasheet's ID2:0; bits 7:3 are 0).
+pub const SLAVE_ID_MASK: u8 = 0x07;
+
+/// What the CPU reads as the vector when the master addresses a slave that does not answer:
+/// no chip drives the data bus in the second INTA cycle, and the floating bus reads all ones.
+pub const FLOATING_BUS: u8 = 0xFF;
+
 bitflags! {
     /// Initialisation command word 1 (A0=0, D4=1). Writing it always restarts initialisation.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Plain-data state of the PIC pair, field-compatible with KVM's `kvm_pic_state`.
 
-use crate::regs::{ELCR1_MASK, ELCR2_MASK};
+use crate::regs::{ELCR1_MASK, ELCR2_MASK, PC_MASTER_ICW3, PC_SLAVE_ICW3, SLAVE_ID_MASK};
 
 /// Where a chip is in its initialisation sequence (KVM's `init_state` encoding).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -34,15 +34,19 @@ impl InitState {
 /// One 8259A's registers and mode flags.
 ///
 /// The first sixteen fields are `kvm_pic_state`'s, with its names and meanings;
-/// `single_mode` and `ltim` are the two ICW1 modes KVM does not keep.
+/// `single_mode` and `ltim` are the two ICW1 modes KVM does not keep, and `icw3` is the ICW3
+/// byte KVM does not keep.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ChipState {
     /// Input levels as the edge detector last sampled them (bit n = IRn).
     pub last_irr: u8,
-    /// Interrupt request register. On the master in the datasheet profile, bit 2 holds only
-    /// requests latched from line 2 itself: the slave's INT reaches IR2 as a live wire and is
-    /// added when the master resolves or the guest reads IRR.
+    /// Interrupt request register, as the guest reads it with OCW3 and as `kvm_pic_state`
+    /// carries it. On the master without [`crate::Quirks::CASCADE_LATCHED`] (datasheet
+    /// profile), bit 2 is set while the slave's INT is high: the slave drives IR2 as a live
+    /// wire, so IRR2 falls with it unless line 2 itself latched a request before the slave
+    /// raised INT (an edge of line 2 while the slave holds IR2 high merges into the slave's
+    /// request, as on the single IR2 pin).
     pub irr: u8,
     /// Interrupt mask register (OCW1).
     pub imr: u8,
@@ -77,16 +81,23 @@ pub struct ChipState {
     pub single_mode: bool,
     /// Level-triggered mode for all inputs (ICW1 LTIM).
     pub ltim: bool,
+    /// ICW3 as the guest last wrote it (kept across ICW1, and when ICW1.SNGL skips it). On
+    /// the master, a 1 for each IR input with a slave: acknowledging such an input puts its
+    /// number on CAS2:0 and the slave with that ID supplies the vector. On the slave, its ID
+    /// in bits 2:0 (only those are stored; [`crate::Pic::restore`] refuses bits 7:3). Power-on
+    /// and KVM: the PC's [`PC_MASTER_ICW3`] and [`PC_SLAVE_ICW3`].
+    pub icw3: u8,
 }
 
 impl ChipState {
     /// Power-on state of the master: what KVM_CREATE_IRQCHIP gives (everything zero and
     /// ready, nothing masked, vector base 0; the guest initialises the chip before use).
-    pub const MASTER_RESET: ChipState = ChipState::reset(ELCR1_MASK);
-    /// Power-on state of the slave.
-    pub const SLAVE_RESET: ChipState = ChipState::reset(ELCR2_MASK);
+    /// ICW3 holds the PC wiring (slave on IR2) until the guest writes its own.
+    pub const MASTER_RESET: ChipState = ChipState::reset(ELCR1_MASK, PC_MASTER_ICW3);
+    /// Power-on state of the slave (ICW3: slave ID 2).
+    pub const SLAVE_RESET: ChipState = ChipState::reset(ELCR2_MASK, PC_SLAVE_ICW3);
 
-    const fn reset(elcr_mask: u8) -> Self {
+    const fn reset(elcr_mask: u8, icw3: u8) -> Self {
         ChipState {
             last_irr: 0,
             irr: 0,
@@ -106,6 +117,7 @@ impl ChipState {
             elcr_mask,
             single_mode: false,
             ltim: false,
+            icw3,
         }
     }
 
@@ -118,6 +130,9 @@ impl ChipState {
         }
         if self.elcr & !self.elcr_mask != 0 {
             return Err(StateError::ElcrOutsideMask { chip, elcr: self.elcr, mask: self.elcr_mask });
+        }
+        if chip == Chip::Slave && self.icw3 & !SLAVE_ID_MASK != 0 {
+            return Err(StateError::SlaveIcw3 { value: self.icw3 });
         }
         Ok(())
     }
@@ -212,15 +227,26 @@ pub enum StateError {
         /// Mask found.
         mask: u8,
     },
+    /// The slave's `icw3` has bits 7:3 set; the slave keeps only its ID (bits 2:0).
+    SlaveIcw3 {
+        /// The value found.
+        value: u8,
+    },
     /// A mode the PIC's profile ignores is set (SNGL or LTIM in a profile with
-    /// [`crate::Quirks::SNGL_IGNORED`] / [`crate::Quirks::LTIM_IGNORED`]), so the state did not
-    /// come from this profile.
+    /// [`crate::Quirks::SNGL_IGNORED`] / [`crate::Quirks::LTIM_IGNORED`], or an `icw3` other
+    /// than the PC's with [`crate::Quirks::ICW3_IGNORED`]), so the state did not come from
+    /// this profile.
     IgnoredMode {
         /// Chip that holds the value.
         chip: Chip,
         /// Field name.
         field: &'static str,
     },
+    /// The slave's INT is high but master `irr` bit 2 is clear. Without
+    /// [`crate::Quirks::CASCADE_LATCHED`] the slave's INT drives IR2 as a wire, so the guest
+    /// would read IRR2 set: the state is not one this profile can be in (a KVM state taken
+    /// before KVM latched the slave's request; `update_output` in a KVM-profile PIC latches it).
+    CascadeNotInIrr,
     /// `init_state` is not 0–3 (KVM conversion only).
     InitState {
         /// Chip that holds the value.
@@ -249,6 +275,12 @@ impl core::fmt::Display for StateError {
             StateError::ElcrOutsideMask { chip, elcr, mask } => {
                 write!(f, "{chip:?}: elcr {elcr:#04x} sets bits outside elcr_mask {mask:#04x}")
             }
+            StateError::SlaveIcw3 { value } => {
+                write!(f, "Slave: icw3 {value:#04x} has bits 7:3 set (only the ID, bits 2:0, exists)")
+            }
+            StateError::CascadeNotInIrr => {
+                write!(f, "Master: irr bit 2 is clear while the slave's INT drives IR2")
+            }
             StateError::IgnoredMode { chip, field } => {
                 write!(f, "{chip:?}: {field} is set but this profile ignores it")
             }
@@ -275,6 +307,7 @@ mod serde_tests {
         let _ = pic.write(crate::regs::MASTER_COMMAND, 0x19); // ICW1: LTIM, IC4
         pic.set_irq_source(9, 3, true).unwrap();
         let json = serde_json::to_string(&pic.state()).unwrap();
+        assert!(json.contains("\"icw3\":4") && json.contains("\"icw3\":2"), "ICW3 is state: {json}");
         let back: PicState = serde_json::from_str(&json).unwrap();
         assert_eq!(back, pic.state());
 

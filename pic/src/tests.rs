@@ -1022,3 +1022,169 @@ fn kvm_update_after_ir2_was_seen_high_latches_the_cascade_only_the_second_time()
     assert_eq!(pic.state().master.irr & bit(2), bit(2));
     assert_eq!(pic.acknowledge().vector, SBASE | 3);
 }
+
+// ----- ICW3: which inputs cascade, and the slave's ID ------------------------------------
+
+/// Linux's init with other ICW3 bytes: `master_icw3` is the master's slave map, `slave_icw3`
+/// the slave's ID. Both chips unmasked at the end.
+fn init_with_icw3(pic: &mut Pic, master_icw3: u8, slave_icw3: u8) {
+    out(pic, MASTER_COMMAND, 0x11); // ICW1: edge, cascade, ICW4 needed
+    out(pic, MASTER_DATA, MBASE); // ICW2: IR0-7 at vectors 0x30-0x37
+    out(pic, MASTER_DATA, master_icw3); // ICW3: a 1 for each IR input with a slave
+    out(pic, MASTER_DATA, 0x01); // ICW4: 8086 mode, normal EOI
+    out(pic, SLAVE_COMMAND, 0x11); // ICW1: edge, cascade, ICW4 needed
+    out(pic, SLAVE_DATA, SBASE); // ICW2: IR0-7 at vectors 0x38-0x3f
+    out(pic, SLAVE_DATA, slave_icw3); // ICW3: slave ID in bits 2:0
+    out(pic, SLAVE_DATA, 0x01); // ICW4: 8086 mode, normal EOI
+}
+
+#[test]
+fn master_icw3_without_ir2_makes_ir2_an_ordinary_input_that_the_master_answers() {
+    let mut pic = Pic::new(Quirks::DATASHEET);
+    init_with_icw3(&mut pic, 0x00, 0x02);
+    pic.pulse_irq(10).unwrap(); // slave IR2: the slave's INT still drives master IR2
+    assert_eq!(pic.pending_vector(), Some(MBASE | 2));
+    let ack = pic.acknowledge();
+    assert_eq!((ack.vector, ack.irq, ack.spurious), (MBASE | 2, 2, false));
+    let s = pic.state();
+    assert_eq!(
+        (s.master.isr, s.slave.isr, s.slave.irr),
+        (bit(2), 0, bit(2)),
+        "the slave was not acknowledged"
+    );
+}
+
+#[test]
+fn slave_with_another_id_does_not_answer_the_cascade_and_the_bus_floats() {
+    let mut pic = Pic::new(Quirks::DATASHEET);
+    init_with_icw3(&mut pic, 0x04, 0x03); // the master addresses slave 2; this one is ID 3
+    pic.pulse_irq(12).unwrap();
+    assert_eq!(pic.pending_vector(), Some(0xFF));
+    let ack = pic.acknowledge();
+    assert_eq!((ack.vector, ack.irq, ack.spurious), (0xFF, 2, false), "no chip drives the data bus");
+    let s = pic.state();
+    assert_eq!((s.master.isr, s.slave.isr, s.slave.irr), (bit(2), 0, bit(4)));
+}
+
+#[test]
+fn state_master_irr_is_the_irr_the_guest_reads_with_a_cascaded_request() {
+    let mut pic = linux_pic(Quirks::DATASHEET);
+    pic.pulse_irq(12).unwrap();
+    out(&mut pic, MASTER_COMMAND, 0x0A); // OCW3: read IRR
+    let read = inb(&mut pic, MASTER_COMMAND);
+    assert_eq!(read, bit(2));
+    assert_eq!(pic.state().master.irr, read, "state() describes the register the guest reads");
+}
+
+#[test]
+fn cascaded_master_input_is_answered_by_the_slave_whose_id_is_its_number() {
+    let mut pic = Pic::new(Quirks::DATASHEET);
+    init_with_icw3(&mut pic, 0x08, 0x03); // a slave on IR3 (address 3), and the slave is ID 3
+    pic.pulse_irq(3).unwrap(); // the slave itself has no request: it answers with IR7
+    let ack = pic.acknowledge();
+    assert_eq!((ack.vector, ack.irq, ack.spurious), (SBASE | 7, 15, true));
+    assert_eq!((pic.state().master.isr, pic.state().slave.isr), (bit(3), 0));
+}
+
+#[test]
+fn cascaded_master_input_without_a_slave_of_that_id_floats_the_bus() {
+    let mut pic = Pic::new(Quirks::DATASHEET);
+    init_with_icw3(&mut pic, 0x24, 0x02); // slaves on IR2 and IR5; only ID 2 exists
+    pic.pulse_irq(5).unwrap();
+    pic.pulse_irq(13).unwrap(); // a slave request too: IR2 ranks above IR5
+    assert_eq!(take(&mut pic), 13, "address 2 is answered");
+    linux_eoi(&mut pic, 13);
+    assert_eq!(pic.pending_vector(), Some(FLOATING_BUS));
+    let ack = pic.acknowledge();
+    assert_eq!((ack.vector, ack.irq, ack.spurious), (FLOATING_BUS, 5, false));
+    assert_eq!((pic.state().master.isr, pic.state().slave.isr), (bit(5), 0), "the master put IR5 in service");
+}
+
+#[test]
+fn single_mode_master_does_not_cascade_whatever_icw3_held() {
+    let mut pic = Pic::new(Quirks::DATASHEET);
+    init_with_icw3(&mut pic, 0x04, 0x02);
+    out(&mut pic, MASTER_COMMAND, 0x13); // ICW1: SNGL, IC4: no ICW3 is read
+    out(&mut pic, MASTER_DATA, MBASE); // ICW2
+    out(&mut pic, MASTER_DATA, 0x01); // ICW4: 8086 mode
+    assert_eq!(pic.state().master.icw3, 0x04, "kept, but single mode has no slave");
+    pic.pulse_irq(11).unwrap();
+    let ack = pic.acknowledge();
+    assert_eq!((ack.vector, ack.irq, ack.spurious), (MBASE | 2, 2, false));
+    assert_eq!(pic.state().slave.irr, bit(3));
+}
+
+#[test]
+fn kvm_ignores_icw3_and_always_cascades_ir2() {
+    let mut pic = Pic::new(Quirks::KVM);
+    init_with_icw3(&mut pic, 0x00, 0x05);
+    let s = pic.state();
+    assert_eq!((s.master.icw3, s.slave.icw3), (PC_MASTER_ICW3, PC_SLAVE_ICW3), "not kept");
+    pic.pulse_irq(10).unwrap();
+    assert_eq!(take(&mut pic), 10);
+    assert_eq!(pic.state().slave.isr, bit(2));
+}
+
+#[test]
+fn icw3_is_state_and_the_slave_keeps_only_its_id() {
+    let mut pic = Pic::new(Quirks::DATASHEET);
+    assert_eq!((pic.state().master.icw3, pic.state().slave.icw3), (0x04, 0x02), "power-on: the PC wiring");
+    init_with_icw3(&mut pic, 0x84, 0xFA);
+    assert_eq!((pic.state().master.icw3, pic.state().slave.icw3), (0x84, 0x02));
+    let _ = pic.reset();
+    assert_eq!((pic.state().master.icw3, pic.state().slave.icw3), (0x04, 0x02));
+}
+
+#[test]
+fn restore_refuses_slave_icw3_bits_above_the_id_and_icw3_the_profile_ignores() {
+    let mut pic = linux_pic(Quirks::DATASHEET);
+    let good = pic.state();
+    let mut bad = good;
+    bad.slave.icw3 = 0x0A;
+    assert_eq!(pic.restore(&bad), Err(StateError::SlaveIcw3 { value: 0x0A }));
+    let mut other = good;
+    other.master.icw3 = 0x00;
+    let mut kvm = Pic::new(Quirks::KVM);
+    assert_eq!(kvm.restore(&other), Err(StateError::IgnoredMode { chip: Chip::Master, field: "icw3" }));
+    assert_eq!(pic.restore(&other), Ok(()));
+    assert_eq!(pic.state(), other);
+}
+
+#[test]
+fn restore_refuses_a_master_irr_without_the_slave_request_on_ir2() {
+    let mut pic = linux_pic(Quirks::DATASHEET);
+    pic.pulse_irq(12).unwrap();
+    let mut state = pic.state();
+    state.master.irr &= !bit(2); // as KVM holds it before its next update latches IRR2
+    let before = pic.clone();
+    assert_eq!(pic.restore(&state), Err(StateError::CascadeNotInIrr));
+    assert_eq!(pic, before);
+    let mut kvm = Pic::new(Quirks::KVM);
+    assert_eq!(kvm.restore(&state), Ok(()), "KVM latches the cascade: IRR2 may lag");
+}
+
+#[test]
+fn restore_of_a_state_with_a_cascaded_request_is_exact_and_irr2_still_follows_the_slave() {
+    let mut pic = linux_pic(Quirks::DATASHEET);
+    pic.pulse_irq(12).unwrap();
+    let state = pic.state();
+    let mut copy = Pic::default();
+    copy.restore(&state).unwrap();
+    assert_eq!((copy.state(), &copy), (state, &pic));
+    out(&mut copy, SLAVE_DATA, bit(4)); // OCW1: mask IRQ12, the slave's INT falls
+    assert_eq!(copy.state().master.irr, 0, "IRR2 was the slave's wire, not a latched edge");
+    assert!(!copy.intr());
+}
+
+#[test]
+fn line2_edge_while_the_slave_holds_ir2_merges_into_the_slave_request() {
+    let mut pic = linux_pic(Quirks::DATASHEET);
+    pic.pulse_irq(12).unwrap();
+    pic.pulse_irq(2).unwrap(); // IR2 is already high: no new edge on the pin
+    out(&mut pic, SLAVE_DATA, bit(4)); // OCW1: mask IRQ12
+    assert_eq!(pic.state().master.irr, 0);
+    // A line-2 edge with the slave quiet is a request of its own (spurious IRQ15 on the PC).
+    pic.pulse_irq(2).unwrap();
+    assert_eq!(pic.state().master.irr, bit(2));
+    assert_eq!(pic.acknowledge().irq, 15);
+}

@@ -110,13 +110,6 @@ fn step(pic: &mut Pic, op: &Op) -> StepResult {
     StepResult { outcome, state: pic.state(), pending_vector: pic.pending_vector(), intr: pic.intr() }
 }
 
-/// A fresh pic of profile `quirks` holding state `s`, as a VMM restores a snapshot.
-fn restored(quirks: Quirks, s: &PicState) -> Pic {
-    let mut pic = Pic::new(quirks);
-    pic.restore(s).expect("every reachable state validates");
-    pic
-}
-
 // ----- named op sequences -----------------------------------------------------------------------
 
 /// Linux's `init_8259A` (`arch/x86/kernel/i8259.c`): vectors 0x30–0x3f, slave on IR2,
@@ -157,6 +150,7 @@ struct InitModes {
     single: bool,
     ltim: bool,
     base: u8,
+    icw3: u8,
     icw4: u8,
     mask: Option<u8>,
 }
@@ -165,8 +159,7 @@ struct InitModes {
 /// unless ICW1.SNGL, ICW4 if ICW1.IC4, then optionally OCW1. (KVM ignores SNGL and so still
 /// expects ICW3: the sequence then leaves it one ICW short, which is part of the point.)
 fn chip_init(m: InitModes) -> Vec<Op> {
-    let (command, data, icw3) =
-        if m.slave { (SLAVE_COMMAND, SLAVE_DATA, 0x02) } else { (MASTER_COMMAND, MASTER_DATA, 0x04) };
+    let (command, data) = if m.slave { (SLAVE_COMMAND, SLAVE_DATA) } else { (MASTER_COMMAND, MASTER_DATA) };
     let icw1 = 0x10 // D4: this is ICW1
         | u8::from(m.ic4) // IC4: ICW4 follows
         | (u8::from(m.single) << 1) // SNGL: no slave, no ICW3
@@ -176,7 +169,7 @@ fn chip_init(m: InitModes) -> Vec<Op> {
         Op::Out(data, m.base),  // ICW2: vector base
     ];
     if !m.single {
-        ops.push(Op::Out(data, icw3)); // ICW3: slave on IR2 / slave ID 2
+        ops.push(Op::Out(data, m.icw3)); // ICW3: slave map / slave ID, mostly the PC's
     }
     if m.ic4 {
         ops.push(Op::Out(data, m.icw4)); // ICW4: 8086 mode plus AEOI/SFNM as generated
@@ -314,22 +307,26 @@ fn single_op() -> impl Strategy<Value = Op> {
 }
 
 /// Initialisation modes of one chip: mostly Linux's, sometimes LTIM, SNGL, no ICW4, AEOI
-/// or SFNM (the ICW4 byte is always 8086 mode).
+/// or SFNM (the ICW4 byte is always 8086 mode), and sometimes another ICW3: no slave on IR2
+/// (master 0x00), another slave ID, or any byte.
 fn init_modes(slave: bool) -> impl Strategy<Value = InitModes> {
+    let pc_icw3 = if slave { 0x02 } else { 0x04 };
     (
         prop::bool::weighted(0.85),
         prop::bool::weighted(0.15),
         prop::bool::weighted(0.2),
         prop_oneof![Just(if slave { 0x38 } else { 0x30 }), any::<u8>().prop_map(|b| b & 0xF8)],
+        prop_oneof![5 => Just(pc_icw3), 1 => Just(0x00), 1 => 0..8u8, 1 => any::<u8>()],
         prop_oneof![3 => Just(0x01), 1 => Just(0x03), 2 => Just(0x11), 1 => Just(0x13), 1 => any::<u8>()],
         prop::option::weighted(0.7, data_byte()),
     )
-        .prop_map(move |(ic4, single, ltim, base, icw4, mask)| InitModes {
+        .prop_map(move |(ic4, single, ltim, base, icw3, icw4, mask)| InitModes {
             slave,
             ic4,
             single,
             ltim,
             base,
+            icw3,
             icw4,
             mask,
         })
@@ -408,6 +405,8 @@ struct Rules {
     live_during_init: bool,
     /// INT is the output KVM latched at its last update point, not the current resolution.
     int_latched: bool,
+    /// ICW3 means nothing: IR2 always cascades and the slave always answers (KVM).
+    icw3_ignored: bool,
 }
 
 impl Rules {
@@ -417,6 +416,7 @@ impl Rules {
         cascade_is_a_wire: true,
         live_during_init: false,
         int_latched: false,
+        icw3_ignored: false,
     };
     const KVM: Rules = Rules {
         special_mask_works: false,
@@ -424,6 +424,7 @@ impl Rules {
         cascade_is_a_wire: false,
         live_during_init: true,
         int_latched: true,
+        icw3_ignored: true,
     };
 }
 
@@ -485,19 +486,24 @@ fn resolve(chip: &ChipState, master: bool, inputs: u8, rules: Rules) -> Option<u
 /// What the oracle expects of an acknowledge in state `s`: (vector, irq, spurious).
 ///
 /// Master IR2 is master IRR2 ORed with "the slave presents a request" (datasheet; the PC
-/// wiring is fixed, so this holds in single mode too), or just the latched IRR2 (KVM). The
-/// master's IR2 cascades to the slave unless the master is in single mode, where it is an
-/// ordinary input with a master vector. No master request: spurious IRQ7 (master IR7
-/// vector). Cascade with nothing on the slave: spurious IRQ15 (slave IR7 vector).
+/// wiring is fixed, so this holds in single mode too), or just the latched IRR2 (KVM). A
+/// master level cascades when its ICW3 bit is set (KVM: IR2 only) unless the master is in
+/// single mode; otherwise it is an ordinary input with a master vector. A cascaded level is
+/// answered by the slave when the slave's ID (ICW3 bits 2:0) is the level (KVM: always);
+/// nobody answering leaves the bus floating at 0xFF, with the master level as the IRQ. No
+/// master request: spurious IRQ7 (master IR7 vector). Cascade with nothing on the slave:
+/// spurious IRQ15 (slave IR7 vector).
 fn expected_ack(s: &PicState, rules: Rules) -> (u8, u8, bool) {
     let slave = resolve(&s.slave, false, s.slave.irr, rules);
-    match master_request(s, rules) {
-        None => (s.master.irq_base | 7, 7, true),
-        Some(2) if !s.master.single_mode => match slave {
-            Some(level) => (s.slave.irq_base | level, 8 | level, false),
-            None => (s.slave.irq_base | 7, 15, true),
-        },
-        Some(level) => (s.master.irq_base | level, level, false),
+    let Some(level) = master_request(s, rules) else { return (s.master.irq_base | 7, 7, true) };
+    let cascaded = !s.master.single_mode
+        && if rules.icw3_ignored { level == 2 } else { s.master.icw3 & (1 << level) != 0 };
+    let answered = rules.icw3_ignored || s.slave.icw3 & 7 == level;
+    match (cascaded, answered, slave) {
+        (false, _, _) => (s.master.irq_base | level, level, false),
+        (true, true, Some(l)) => (s.slave.irq_base | l, 8 | l, false),
+        (true, true, None) => (s.slave.irq_base | 7, 15, true),
+        (true, false, _) => (0xFF, level, false),
     }
 }
 
@@ -581,15 +587,19 @@ fn may_set_isr(op: &Op, quirks: Quirks, before: &ChipState, ports: [u16; 2]) -> 
     *op == Op::Ack || (before.poll && ports_read(op, quirks).iter().any(|p| ports.contains(p)))
 }
 
-/// The full result of `op` from state `s` in the profile `quirks`.
-fn result_in(quirks: Quirks, s: &PicState, op: &Op) -> StepResult {
-    step(&mut restored(quirks, s), op)
+/// The full result of `op` from state `s` in the profile `quirks`, or the refusal of `s`
+/// (a profile without a latched cascade refuses a KVM state whose slave request KVM has not
+/// latched into IRR2 yet; that is a divergence of `CASCADE_LATCHED`).
+fn result_in(quirks: Quirks, s: &PicState, op: &Op) -> Result<StepResult, StateError> {
+    let mut pic = Pic::new(quirks);
+    pic.restore(s)?;
+    Ok(step(&mut pic, op))
 }
 
 /// A step-wise comparison of the two profiles from one KVM-profile state.
 struct Attribution {
     kvm: StepResult,
-    datasheet: StepResult,
+    datasheet: Result<StepResult, StateError>,
     /// Quirks decisive on the KVM side: removing just this one from [`Quirks::KVM`] changes
     /// the result. Only computed when the profiles disagree.
     removal: Vec<&'static str>,
@@ -603,7 +613,12 @@ struct Attribution {
 impl Attribution {
     /// Whether the profiles disagree and no single named quirk accounts for it.
     fn unexplained(&self) -> bool {
-        self.kvm != self.datasheet && self.removal.is_empty() && self.addition.is_empty()
+        self.diverges() && self.removal.is_empty() && self.addition.is_empty()
+    }
+
+    /// Whether the profiles answer differently.
+    fn diverges(&self) -> bool {
+        self.datasheet.as_ref() != Ok(&self.kvm)
     }
 }
 
@@ -611,14 +626,14 @@ impl Attribution {
 /// quirk whose removal changes the KVM profile's full result for `op`, and failing that
 /// every single quirk whose addition changes the datasheet profile's.
 fn attribute(s: &PicState, op: &Op) -> Attribution {
-    let kvm = result_in(Quirks::KVM, s, op);
+    let kvm = result_in(Quirks::KVM, s, op).expect("a KVM-profile state restores into the KVM profile");
     let datasheet = result_in(Quirks::DATASHEET, s, op);
     let mut removal = Vec::new();
     let mut addition = Vec::new();
-    if kvm != datasheet {
+    if datasheet.as_ref() != Ok(&kvm) {
         removal = Quirks::KVM
             .iter_names()
-            .filter(|(_, q)| result_in(Quirks::KVM - *q, s, op) != kvm)
+            .filter(|(_, q)| result_in(Quirks::KVM - *q, s, op).as_ref() != Ok(&kvm))
             .map(|(name, _)| name)
             .collect();
         if removal.is_empty() {
@@ -910,9 +925,10 @@ proptest! {
         }
     }
 
-    /// Restore refuses a state with SNGL or LTIM set exactly in a profile that ignores that
-    /// mode (the first offending field, master first, SNGL before LTIM), leaving the PIC
-    /// unchanged; otherwise it installs the state as it is.
+    /// Restore refuses a state with SNGL or LTIM set, or an ICW3 other than the PC's,
+    /// exactly in a profile that ignores that mode or ICW3 (the first offending field, master
+    /// first, SNGL before LTIM before ICW3), leaving the PIC unchanged; otherwise it installs
+    /// the state as it is.
     #[test]
     fn restore_refuses_exactly_the_modes_the_profile_ignores(ops in op_sequence(), modes in 0..16u8) {
         let mut s = fresh(Quirks::DATASHEET, &ops).state();
@@ -927,12 +943,17 @@ proptest! {
             Quirks::LTIM_IGNORED,
             Quirks::KVM - Quirks::SNGL_IGNORED,
             Quirks::KVM - Quirks::LTIM_IGNORED,
+            Quirks::ICW3_IGNORED,
+            Quirks::KVM - Quirks::ICW3_IGNORED,
         ] {
+            let pc_icw3 = |chip: Chip| if chip == Chip::Master { 0x04 } else { 0x02 };
             let ignored = [(Chip::Master, &s.master), (Chip::Slave, &s.slave)].into_iter().find_map(|(chip, c)| {
                 if c.single_mode && quirks.contains(Quirks::SNGL_IGNORED) {
                     Some(StateError::IgnoredMode { chip, field: "single_mode" })
                 } else if c.ltim && quirks.contains(Quirks::LTIM_IGNORED) {
                     Some(StateError::IgnoredMode { chip, field: "ltim" })
+                } else if c.icw3 != pc_icw3(chip) && quirks.contains(Quirks::ICW3_IGNORED) {
+                    Some(StateError::IgnoredMode { chip, field: "icw3" })
                 } else {
                     None
                 }
@@ -951,7 +972,7 @@ proptest! {
 }
 
 /// The attribution property is not vacuous: over 2000 generated sequences, every one of
-/// the eleven quirks is, alone, decisive on the KVM side for at least one divergence.
+/// the twelve quirks is, alone, decisive on the KVM side for at least one divergence.
 #[test]
 fn every_quirk_is_exercised_by_the_generator() {
     let mut runner = TestRunner::deterministic();
@@ -967,7 +988,7 @@ fn every_quirk_is_exercised_by_the_generator() {
             let a = attribute(&s, op);
             assert!(!a.unexplained(), "unattributed divergence: {op:?} from {s:#?}");
             ops_run += 1;
-            if a.kvm != a.datasheet {
+            if a.diverges() {
                 divergent += 1;
                 joint += usize::from(a.removal.is_empty());
             }

@@ -15,6 +15,7 @@ pub mod apic;
 pub mod ioapic;
 pub mod lapic;
 pub mod migrate;
+pub mod pic_icw3;
 pub mod posted;
 pub mod smp;
 
@@ -154,6 +155,7 @@ fn pic_pit_tsc() -> Vec<Scenario> {
         pic_spurious_irq7(),
         pic_spurious_irq15(),
         pic_sti_boundary(),
+        pic_icw3::pic_icw3_no_slave(),
         pit_periodic("pit-periodic", 2386, 5), // 2386 clocks = 2.0 ms
         tsc_virtual(),
         exceptions(),
