@@ -526,6 +526,21 @@ impl LocalApic {
         }
     }
 
+    /// The vector the next EOI ends: the highest in-service vector, edge- or
+    /// level-triggered (a VMM reports it to [`crate::ioapic::IoApic::rtc_eoi`] before it
+    /// writes the EOI).
+    #[inline]
+    pub fn in_service(&self) -> Option<u8> {
+        self.state.isr.highest()
+    }
+
+    /// Whether `vector` is requested or in service, i.e. an EOI of it is still to come
+    /// (KVM's `kvm_apic_pending_eoi`; used by [`crate::ioapic::IoApic::rtc_restore`]).
+    #[inline]
+    pub fn pending_eoi(&self, vector: u8) -> bool {
+        self.state.irr.contains(vector) || self.state.isr.contains(vector)
+    }
+
     /// The events latched for the processor, cleared.
     #[inline]
     pub fn take_events(&mut self) -> PendingEvents {
