@@ -14,6 +14,7 @@
 pub mod apic;
 pub mod ioapic;
 pub mod lapic;
+pub mod lapic_odd;
 pub mod migrate;
 pub mod posted;
 pub mod smp;
@@ -132,6 +133,7 @@ pub fn all() -> Vec<Scenario> {
     let mut all = pic_pit_tsc();
     all.extend(ioapic::all());
     all.extend(lapic::all());
+    all.extend(lapic_odd::all());
     all.extend(smp::all());
     all.extend(migrate::all());
     all.extend(posted::all());
