@@ -171,7 +171,9 @@ pub enum AccessError {
     /// The MMIO page is not decoded: the APIC is globally disabled or in x2APIC mode. Reads
     /// float to all ones, writes are dropped.
     NotDecoded,
-    /// The access reaches past the 4 KiB page: reads are all ones, writes are dropped.
+    /// The access reaches past the 4 KiB page: reads are all ones (with
+    /// [`Quirks::UNDECODED_READS_UNWRITTEN`] the buffer is left unwritten), writes are
+    /// dropped.
     OutOfRange,
     /// Not an aligned 32-bit access to a register's first four bytes. Reads return the bytes
     /// of each 16-byte slot (the register in bytes 0–3, zeros above), or leave the buffer

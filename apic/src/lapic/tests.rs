@@ -288,6 +288,19 @@ fn kvm_profile_still_reads_all_ones_from_an_undecoded_page() {
 }
 
 #[test]
+fn kvm_profile_x2apic_reads_fault_outside_kvms_readable_mask() {
+    // kvm_x2apic_msr_read -> kvm_lapic_reg_read: no ARBPRI, DFR, ICR2, EOI, remote read,
+    // SELF IPI or reserved register; past 0x3F0 nothing.
+    let mut apic = x2apic(Quirks::KVM);
+    for msr in [0x800, 0x801, 0x809, 0x80B, 0x80C, 0x80E, 0x829, 0x82F, 0x831, 0x83A, 0x83F, 0x840, 0x8FF] {
+        assert_eq!(apic.rdmsr(msr, 0), Err(MsrError::GeneralProtection), "{msr:#x}");
+    }
+    for msr in [0x802, 0x803, 0x808, 0x80A, 0x80D, 0x80F, 0x828, 0x830, 0x833, 0x838, 0x839, 0x83E] {
+        assert!(apic.rdmsr(msr, 0).is_ok(), "{msr:#x}");
+    }
+}
+
+#[test]
 fn reserved_offsets_record_illegal_register_address_in_the_sdm_profile() {
     for (quirks, esr) in [(Quirks::SDM, 0x80), (Quirks::KVM, 0)] {
         let mut apic = enabled(quirks);
