@@ -97,11 +97,27 @@ impl core::fmt::Debug for VcpuSet {
 }
 
 impl VcpuSet {
+    /// No vCPU.
+    pub const EMPTY: VcpuSet = VcpuSet { bits: [0; MAX_VCPUS / 64] };
+
     /// Adds vCPU `index` (indices at or above [`MAX_VCPUS`] are ignored).
     #[inline(always)]
     pub fn insert(&mut self, index: usize) {
         if let Some(word) = self.bits.get_mut(index >> 6) {
             *word |= 1 << (index & 63);
+        }
+    }
+
+    /// Removes vCPU `index`; returns whether it was in the set.
+    #[inline]
+    pub fn remove(&mut self, index: usize) -> bool {
+        let bit = 1u64 << (index & 63);
+        match self.bits.get_mut(index >> 6) {
+            Some(word) if *word & bit != 0 => {
+                *word &= !bit;
+                true
+            }
+            _ => false,
         }
     }
 

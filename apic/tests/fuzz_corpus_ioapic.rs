@@ -267,6 +267,28 @@ fn scenarios() -> Vec<(String, Input)> {
                 line(6, 0, true),
             ],
         ),
+        (
+            "rtc-coalesce-eoi",
+            false,
+            0,
+            vec![
+                program(8, 0, false, false),
+                Op::Pulse { pin: 8 },
+                Op::RtcDelivered { accepted: 0b11, minus_one: false },
+                Op::Pulse { pin: 8 },
+                Op::RtcEoi { vcpu: 0, selector: 0, vector: 0 },
+                Op::RtcEoi { vcpu: 1, selector: 1, vector: 0 },
+                line(8, 0, true),
+                Op::RtcEoi { vcpu: 1, selector: 0, vector: 0 },
+                line(8, 0, false),
+                Op::Pulse { pin: 8 },
+                Op::RtcDelivered { accepted: 0, minus_one: true },
+                Op::Pulse { pin: 8 },
+                Op::RtcDelivered { accepted: 0b1, minus_one: false },
+                Op::Reset,
+                Op::RtcEoi { vcpu: 0, selector: 0, vector: 0 },
+            ],
+        ),
     ];
     let mut out = Vec::new();
     for (name, v20, threshold, ops) in base {
@@ -313,7 +335,7 @@ fn raw_state(out: &mut Vec<u8>, s: &RawState) {
 }
 
 fn encode(input: &Input) -> Vec<u8> {
-    const OPS: u32 = 16;
+    const OPS: u32 = 18;
     let mut out = Vec::new();
     let c = &input.config;
     out.push(u8::from(c.v20));
@@ -388,6 +410,14 @@ fn encode(input: &Input) -> Vec<u8> {
             Op::GetSetIrqchip => tag(&mut out, 13, OPS),
             Op::Snapshot => tag(&mut out, 14, OPS),
             Op::Reset => tag(&mut out, 15, OPS),
+            Op::RtcDelivered { accepted, minus_one } => {
+                tag(&mut out, 16, OPS);
+                out.extend_from_slice(&[*accepted, u8::from(*minus_one)]);
+            }
+            Op::RtcEoi { vcpu, selector, vector } => {
+                tag(&mut out, 17, OPS);
+                out.extend_from_slice(&[*vcpu, *selector, *vector]);
+            }
         }
     }
     out.push(0); // no more elements

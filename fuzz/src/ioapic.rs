@@ -4,7 +4,8 @@
 //! bounded list of operations: MMIO accesses at any offset and width, register writes
 //! through IOREGSEL/IOWIN, entry programming, pin changes from several sources, pulses, LAPIC
 //! EOI broadcasts, EOIR writes, "no LAPIC accepted" reports, storm-timer callbacks, resets,
-//! restores and KVM_SET_IRQCHIP of arbitrary states, and snapshots. [`run`] applies them to an
+//! restores and KVM_SET_IRQCHIP of arbitrary states, snapshots, and the RTC EOI tracking's
+//! inputs (bus deliveries of the RTC message passed back, per-vCPU EOIs). [`run`] applies them to an
 //! [`IoApic`] and, after every one, asserts:
 //!
 //! 1. nothing panics;
@@ -12,7 +13,8 @@
 //!    here from the datasheet and the documented quirks predicts from the state before it:
 //!    the line status and message, the [`Effects`] (pins delivered, ended, deferred, the
 //!    callback delay, the access error), the bytes read, the whole [`IoApicState`] and every
-//!    storm counter; messages are built here through [`Interrupt::to_msi`];
+//!    storm counter, and the RTC tracking (EOIs awaited, the vector each vCPU owes);
+//!    messages are built here through [`Interrupt::to_msi`];
 //! 3. a level-triggered entry never delivers while its Remote IRR is set (unless an EOI of
 //!    its vector in the same call cleared it first, or a KVM_SET_IRQCHIP re-asserted it);
 //! 4. a masked entry never delivers, and an edge entry delivers only on a rising edge (or,
@@ -31,6 +33,7 @@
 use std::fmt;
 
 use arbitrary::{Arbitrary, Unstructured};
+use vm_apic::bus::{Delivery, VcpuSet};
 use vm_apic::ioapic::regs::*;
 use vm_apic::ioapic::{
     AccessError, Effects, IoApic, IoApicConfig, IoApicState, LineError, LineResult, LineStatus, PinSet,
@@ -43,6 +46,9 @@ pub const MAX_OPS: usize = 512;
 
 /// The vectors [`Op::Program`] and [`Op::Eoi`] mostly use, so that EOIs hit entries.
 pub const VECTORS: [u8; 4] = [0x40, 0x41, 0x90, 0xEF];
+
+/// vCPUs the RTC ops name (one more is checked, never named by a delivery).
+pub const RTC_VCPUS: usize = 4;
 
 /// One fuzz case: an IOAPIC configuration and what happens to it.
 #[derive(Arbitrary, Debug)]
@@ -224,6 +230,23 @@ pub enum Op {
     Snapshot,
     /// `reset`.
     Reset,
+    /// `rtc_delivered` of a bus delivery that the vCPUs of `accepted % 16` took; KVM's result
+    /// is their number, or when none took it 0 (`minus_one` false) or -1.
+    RtcDelivered {
+        /// Bit n: vCPU n accepted.
+        accepted: u8,
+        /// The result for no acceptor.
+        minus_one: bool,
+    },
+    /// `rtc_eoi(vcpu % 5, vector)`, the vector from [`VECTORS`] (selector < 200) or any.
+    RtcEoi {
+        /// vCPU, modulo 5.
+        vcpu: u8,
+        /// Selector.
+        selector: u8,
+        /// The raw vector.
+        vector: u8,
+    },
 }
 
 /// An [`IoApicState`] as arbitrary values.
@@ -283,13 +306,21 @@ pub fn run(data: &[u8]) {
     // Pins allowed to be eligible (level, asserted, unmasked, Remote IRR clear) and not
     // delivered: invariant 5's exceptions.
     let mut excused = 0u32;
+    // The RTC tracking is not all observable (the awaited delivery is not), so the reference
+    // carries its own from op to op.
+    let mut rtc = RtcRef::default();
     for (index, op) in input.ops.iter().take(MAX_OPS).enumerate() {
         let at = Step { index, op, config };
         let before = io.clone();
-        let mut reference = Reference::of(&io);
+        let mut reference = Reference::of(&io, rtc);
         let outcome = apply(&mut io, &mut reference, op, &at);
+        rtc = reference.rtc;
         // Invariant 2: the whole state and every counter as the reference left them.
         assert_eq!(io.state(), reference.state, "{at}: state");
+        assert_eq!(io.rtc_pending_eoi(), rtc.pending, "{at}: RTC EOIs awaited");
+        for vcpu in 0..=RTC_VCPUS {
+            assert_eq!(io.rtc_awaiting(vcpu), rtc.owed[vcpu], "{at}: RTC EOI owed by vCPU {vcpu}");
+        }
         for pin in 0..IOAPIC_PINS {
             assert_eq!(
                 io.storm_count(pin),
@@ -462,6 +493,34 @@ fn apply(io: &mut IoApic, r: &mut Reference, op: &Op, at: &Step) -> Outcome {
             r.reset();
             Outcome::new(Kind::Normal, 0)
         }
+        Op::RtcDelivered { accepted, minus_one } => {
+            let mut set = VcpuSet::default();
+            let accepted = accepted % 16;
+            for vcpu in 0..RTC_VCPUS {
+                if accepted & (1 << vcpu) != 0 {
+                    set.insert(vcpu);
+                }
+            }
+            let count = accepted.count_ones() as i32;
+            let kvm_result = if count == 0 && *minus_one { -1 } else { count };
+            let delivery = Delivery { accepted: set, no_destination: count == 0, kvm_result };
+            assert_eq!(
+                io.rtc_delivered(&delivery),
+                r.rtc_delivered(accepted, kvm_result),
+                "{at}: rtc_delivered"
+            );
+            Outcome::new(Kind::Normal, 0)
+        }
+        Op::RtcEoi { vcpu, selector, vector } => {
+            let vcpu = usize::from(vcpu % 5);
+            let vector = if *selector < 200 { VECTORS[usize::from(selector % 4)] } else { *vector };
+            assert_eq!(
+                io.rtc_eoi(vcpu, vector),
+                r.rtc_eoi(vcpu, vector),
+                "{at}: rtc_eoi({vcpu}, {vector:#x})"
+            );
+            Outcome::new(Kind::Normal, 0)
+        }
     }
 }
 
@@ -499,6 +558,7 @@ fn checked_restore(io: &mut IoApic, r: &mut Reference, state: &IoApicState, at: 
     if result.is_ok() {
         r.state = *state;
         r.counts = [0; 24];
+        r.rtc = RtcRef::default();
         Outcome::new(Kind::Restored, 0)
     } else {
         assert_eq!(*io, old, "{at}: a refused restore changed the IOAPIC");
@@ -604,15 +664,50 @@ struct Reference {
     state: IoApicState,
     counts: [u32; 24],
     config: IoApicConfig,
+    rtc: RtcRef,
+}
+
+/// KVM's `rtc_status` as the quirk documents it, for vCPUs 0 to [`RTC_VCPUS`].
+#[derive(Clone, Copy, Debug, Default)]
+struct RtcRef {
+    /// EOIs awaited.
+    pending: u32,
+    /// The vector each vCPU owes an EOI for.
+    owed: [Option<u8>; RTC_VCPUS + 1],
+    /// An assert of pin 8 sent this vector, fixed or lowest priority (`true`) or not, and the
+    /// VMM has not yet passed its delivery back.
+    awaiting: Option<(u8, bool)>,
 }
 
 impl Reference {
-    fn of(io: &IoApic) -> Self {
+    fn of(io: &IoApic, rtc: RtcRef) -> Self {
         let mut counts = [0; 24];
         for (pin, count) in (0u8..).zip(&mut counts) {
             *count = io.storm_count(pin);
         }
-        Reference { state: io.state(), counts, config: io.config() }
+        Reference { state: io.state(), counts, config: io.config(), rtc }
+    }
+
+    fn rtc_delivered(&mut self, accepted: u8, kvm_result: i32) -> i32 {
+        let Some((vector, tracked_mode)) = self.rtc.awaiting.take() else { return kvm_result };
+        self.rtc = RtcRef { pending: kvm_result.max(0) as u32, ..RtcRef::default() };
+        if tracked_mode {
+            for vcpu in 0..RTC_VCPUS {
+                if accepted & (1 << vcpu) != 0 {
+                    self.rtc.owed[vcpu] = Some(vector);
+                }
+            }
+        }
+        kvm_result
+    }
+
+    fn rtc_eoi(&mut self, vcpu: usize, vector: u8) -> bool {
+        if !self.quirk(Quirks::RTC_EOI_TRACKING) || self.rtc.owed[vcpu] != Some(vector) {
+            return false;
+        }
+        self.rtc.owed[vcpu] = None;
+        self.rtc.pending = self.rtc.pending.saturating_sub(1);
+        true
     }
 
     fn quirk(&self, quirk: Quirks) -> bool {
@@ -780,16 +875,24 @@ impl Reference {
         }
         let p = usize::from(pin);
         let was_high = self.high(p);
-        if level {
-            self.state.sources[p] |= 1 << source;
-        } else {
+        if !level {
             self.state.sources[p] &= !(1 << source);
             return Ok(LineResult { status: LineStatus::Deasserted, message: None });
         }
+        let status = |status| Ok(LineResult { status, message: None });
+        let rtc = pin == 8 && self.quirk(Quirks::RTC_EOI_TRACKING);
+        if rtc && self.rtc.pending > 0 {
+            // Coalesced before the line is raised: a low line stays low.
+            if was_high {
+                self.state.sources[p] |= 1 << source;
+            }
+            return status(LineStatus::Coalesced);
+        }
+        self.state.sources[p] |= 1 << source;
         let e = self.state.redirtbl[p].0;
         let bit = 1u32 << pin;
         let delivered = LineResult { status: LineStatus::Delivered, message: Some(self.message(e)) };
-        let status = |status| Ok(LineResult { status, message: None });
+        let tracked = rtc.then_some((e as u8, matches!((e >> 8) & 7, 0 | 1)));
         if e & RTE_TRIGGER_LEVEL != 0 {
             if e & RTE_MASK != 0 {
                 return status(LineStatus::Masked);
@@ -798,6 +901,9 @@ impl Reference {
                 return status(LineStatus::InService);
             }
             self.state.redirtbl[p].0 |= RTE_REMOTE_IRR;
+            if tracked.is_some() {
+                self.rtc.awaiting = tracked;
+            }
             return Ok(delivered);
         }
         let kvm_irr = self.quirk(Quirks::MASKED_EDGE_KEEPS_IRR);
@@ -815,6 +921,9 @@ impl Reference {
             return status(LineStatus::Masked);
         }
         self.state.irr_delivered |= bit;
+        if tracked.is_some() {
+            self.rtc.awaiting = tracked;
+        }
         Ok(delivered)
     }
 
@@ -875,6 +984,7 @@ impl Reference {
         let irr = state.lines() & !state.irr_delivered;
         self.state = IoApicState { sources: [0; 24], irr_delivered: 0, ..*state };
         self.counts = [0; 24];
+        self.rtc = RtcRef::default();
         let mut effects = Effects::NONE;
         for pin in 0..24u8 {
             if irr & (1 << pin) != 0 {
@@ -883,11 +993,13 @@ impl Reference {
                 }
             }
         }
+        self.rtc.awaiting = None;
         effects
     }
 
     fn reset(&mut self) {
         self.state = IoApicState { sources: self.state.sources, ..IoApicState::POWER_ON };
         self.counts = [0; 24];
+        self.rtc = RtcRef::default();
     }
 }

@@ -14,6 +14,9 @@
 //!   KVM's in-kernel IOAPIC ([`Quirks::KVM`]), each divergence a named [`Quirks`] flag.
 //! * [`IoApicState`] is plain data with a validating [`IoApic::restore`]; feature `serde`
 //!   derives serialization and feature `kvm` converts to and from `kvm_ioapic_state`.
+//! * KVM's RTC (GSI 8) EOI tracking ([`Quirks::RTC_EOI_TRACKING`]): the VMM passes back the
+//!   bus's [`Delivery`] of the RTC message ([`IoApic::rtc_delivered`]) and each vCPU's EOIs
+//!   ([`IoApic::rtc_eoi`]); an RTC assert while a destination has not EOI'd is coalesced.
 //!
 //! # How outputs are returned
 //!
@@ -40,9 +43,6 @@
 //!
 //! * Delivery status: a message is handed to the VMM at once, so the bit always reads 0.
 //! * The ICH IRQ pin-assertion register (+0x20): no emulator implements it.
-//! * KVM's RTC (GSI 8) EOI tracking for coalesced-tick reporting: it needs to know which
-//!   vCPUs accepted the RTC vector and which of them EOI'd, which the bus knows and the
-//!   IOAPIC does not; [`LineStatus::Coalesced`] covers the plain edge case.
 //! * Interrupt-remapping format entries (bit 48): the entry is turned into a compatibility
 //!   format message as is; remapping is an IOMMU's business.
 //! * ExtINT: the message carries delivery mode 7; the vector comes from the 8259's
@@ -72,6 +72,9 @@ pub use quirks::Quirks;
 pub use regs::{RedirectionEntry, Version};
 pub use state::{IoApicState, StateError};
 
+use crate::bus::{ApicBus, Delivery, VcpuSet, MAX_VCPUS};
+use crate::lapic::LocalApic;
+use crate::msi::DeliveryMode;
 use crate::msi::{
     Interrupt, MsiFormat, MsiMessage, Shorthand, MSI_ADDRESS_BASE, MSI_ADDR_DEST_SHIFT,
     MSI_ADDR_EXT_DEST_SHIFT, MSI_DATA_LEVEL_ASSERT,
@@ -137,10 +140,13 @@ pub enum LineStatus {
     /// service and this assert merges into it (KVM: −1).
     InService,
     /// An assert of an edge-triggered line that was already high: no edge, nothing sent
-    /// (KVM: 0, "coalesced"; a VMM counts lost timer ticks with it).
+    /// (KVM: 0, "coalesced"; a VMM counts lost timer ticks with it). With
+    /// [`Quirks::RTC_EOI_TRACKING`] also any assert of pin 8 while the previous RTC
+    /// interrupt awaits an EOI ([`IoApic::rtc_pending_eoi`]).
     Coalesced,
     /// The message was produced ([`LineResult::message`]) for the VMM to deliver (KVM: the
-    /// number of LAPICs that took it, which the bus knows).
+    /// number of LAPICs that took it, which the bus knows: [`Delivery::kvm_result`], which
+    /// [`IoApic::rtc_delivered`] also returns).
     Delivered,
     /// A deassert (KVM: 1).
     Deasserted,
@@ -368,12 +374,65 @@ pub struct IoApic {
     /// Successive EOIs per pin that found the line still asserted (KVM's `irq_eoi`); not
     /// architectural, not in [`IoApicState`].
     storm: [u32; PINS],
+    /// KVM's RTC EOI tracking ([`Quirks::RTC_EOI_TRACKING`]); not in [`IoApicState`], as
+    /// KVM's `kvm_ioapic_state` does not carry it either ([`IoApic::rtc_restore`] rebuilds
+    /// it).
+    rtc: RtcStatus,
+}
+
+/// The pin KVM tracks EOIs of (`RTC_GSI`).
+pub const RTC_PIN: u8 = 8;
+
+/// KVM's `rtc_status`: which vCPUs still owe an EOI for the last tracked RTC interrupt.
+#[derive(Clone, PartialEq, Eq)]
+struct RtcStatus {
+    /// The number of EOIs still awaited (KVM's `pending_eoi`: the delivery's count).
+    pending_eoi: u32,
+    /// vCPUs that took the interrupt and have not EOI'd it (KVM's `dest_map.map`).
+    dest_map: VcpuSet,
+    /// The vector each vCPU of `dest_map` took (KVM's `dest_map.vectors`).
+    vectors: [u8; MAX_VCPUS],
+    /// Set by an assert of pin 8 that produced its message, until
+    /// [`IoApic::rtc_delivered`] (the vector and delivery mode sent).
+    awaiting_delivery: Option<(u8, DeliveryMode)>,
+}
+
+impl RtcStatus {
+    const EMPTY: RtcStatus = RtcStatus {
+        pending_eoi: 0,
+        dest_map: VcpuSet::EMPTY,
+        vectors: [0; MAX_VCPUS],
+        awaiting_delivery: None,
+    };
+
+    /// KVM's `rtc_irq_eoi_tracking_reset`.
+    fn reset(&mut self) {
+        self.pending_eoi = 0;
+        self.dest_map = VcpuSet::EMPTY;
+        self.awaiting_delivery = None;
+    }
+}
+
+impl Default for RtcStatus {
+    fn default() -> Self {
+        RtcStatus::EMPTY
+    }
+}
+
+impl core::fmt::Debug for RtcStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RtcStatus")
+            .field("pending_eoi", &self.pending_eoi)
+            .field("dest_map", &self.dest_map)
+            .field("awaiting_delivery", &self.awaiting_delivery)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IoApic {
     /// An IOAPIC in its power-on state.
     pub fn new(config: IoApicConfig) -> Self {
-        IoApic { state: IoApicState::POWER_ON, config, storm: [0; PINS] }
+        IoApic { state: IoApicState::POWER_ON, config, storm: [0; PINS], rtc: RtcStatus::EMPTY }
     }
 
     /// How the IOAPIC was built.
@@ -597,6 +656,15 @@ impl IoApic {
             *sources = was & !source_bit;
             return Ok(LineResult::status(LineStatus::Deasserted));
         }
+        if pin == RTC_PIN && self.rtc.pending_eoi > 0 && self.config.quirks.contains(Quirks::RTC_EOI_TRACKING)
+        {
+            // KVM (`rtc_irq_check_coalesced`) returns before the line's `irr` bit is set: a
+            // low line stays low for the next assert's edge and for EOI re-delivery.
+            if was != 0 {
+                *sources = was | source_bit;
+            }
+            return Ok(LineResult::status(LineStatus::Coalesced));
+        }
         *sources = was | source_bit;
         let Some(entry) = self.state.redirtbl.get_mut(index) else {
             return Err(LineError::NoSuchPin(pin));
@@ -610,6 +678,7 @@ impl IoApic {
                 return Ok(LineResult::status(LineStatus::InService));
             }
             entry.0 |= RTE_REMOTE_IRR;
+            self.rtc_track(pin, e);
             return Ok(LineResult {
                 status: LineStatus::Delivered,
                 message: Some(message_of(e, self.config.msi_format)),
@@ -633,7 +702,126 @@ impl IoApic {
             return Ok(LineResult::status(LineStatus::Masked));
         }
         self.state.irr_delivered |= bit;
+        self.rtc_track(pin, e);
         Ok(LineResult { status: LineStatus::Delivered, message: Some(message_of(e, self.config.msi_format)) })
+    }
+
+    /// An assert of `pin` produced entry `e`'s message: for the RTC pin, wait for the VMM's
+    /// [`IoApic::rtc_delivered`].
+    #[inline(always)]
+    fn rtc_track(&mut self, pin: u8, e: RedirectionEntry) {
+        if pin == RTC_PIN && self.config.quirks.contains(Quirks::RTC_EOI_TRACKING) {
+            self.rtc.awaiting_delivery = Some((e.vector(), e.delivery_mode()));
+        }
+    }
+
+    // ----- RTC EOI tracking (KVM) ---------------------------------------------------------
+
+    /// The VMM delivered the message an assert of pin 8 returned ([`IoApic::set_irq`]'s
+    /// [`LineResult::message`]) and passes the bus's answer. With
+    /// [`Quirks::RTC_EOI_TRACKING`] the IOAPIC records, as KVM's `ioapic_service` does, that
+    /// [`Delivery::kvm_result`] EOIs are awaited (none if it is negative), from the vCPUs of
+    /// [`Delivery::accepted`] when the message was fixed or lowest-priority (KVM's
+    /// `dest_map`; for other delivery modes no vCPU is recorded and the count stays until
+    /// [`IoApic::rtc_restore`] or a reset, as in KVM). Until every one has EOI'd
+    /// ([`IoApic::rtc_eoi`]) an assert of pin 8 is coalesced.
+    ///
+    /// Returns what KVM_IRQ_LINE_STATUS reports for the assert: [`Delivery::kvm_result`].
+    /// A call not preceded by such an assert (or in the datasheet profile) records nothing.
+    pub fn rtc_delivered(&mut self, delivery: &Delivery) -> i32 {
+        let Some((vector, mode)) = self.rtc.awaiting_delivery.take() else {
+            return delivery.kvm_result;
+        };
+        self.rtc.reset();
+        self.rtc.pending_eoi = u32::try_from(delivery.kvm_result).unwrap_or(0);
+        if matches!(mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority) {
+            for vcpu in delivery.accepted.iter() {
+                if let Some(slot) = self.rtc.vectors.get_mut(vcpu) {
+                    *slot = vector;
+                    self.rtc.dest_map.insert(vcpu);
+                }
+            }
+        }
+        delivery.kvm_result
+    }
+
+    /// vCPU `vcpu` EOI'd `vector` (any trigger mode: the RTC is edge-triggered; see
+    /// [`LocalApic::in_service`] for the vector an EOI ends). If the vCPU owes the tracked
+    /// RTC interrupt's EOI and `vector` is the vector it took, one fewer EOI is awaited
+    /// (KVM's `rtc_irq_eoi`). Returns whether it counted. This only feeds the RTC tracking:
+    /// a level-triggered EOI still goes to [`IoApic::end_of_interrupt`].
+    pub fn rtc_eoi(&mut self, vcpu: usize, vector: u8) -> bool {
+        if !self.config.quirks.contains(Quirks::RTC_EOI_TRACKING) {
+            return false;
+        }
+        if self.rtc.vectors.get(vcpu) != Some(&vector) || !self.rtc.dest_map.remove(vcpu) {
+            return false;
+        }
+        self.rtc.pending_eoi = self.rtc.pending_eoi.saturating_sub(1);
+        true
+    }
+
+    /// EOIs the tracked RTC interrupt still awaits (0: the next assert of pin 8 is not
+    /// coalesced; always 0 in the datasheet profile).
+    #[inline]
+    pub fn rtc_pending_eoi(&self) -> u32 {
+        self.rtc.pending_eoi
+    }
+
+    /// The vector vCPU `vcpu` owes the tracked RTC interrupt an EOI for, if any. A VMM that
+    /// lets the processor complete EOIs itself (APICv) keeps this vector in the vCPU's
+    /// EOI-exit bitmap, as KVM's `kvm_ioapic_scan_entry` does, so that [`IoApic::rtc_eoi`]
+    /// sees the EOI.
+    #[inline]
+    pub fn rtc_awaiting(&self, vcpu: usize) -> Option<u8> {
+        if self.rtc.dest_map.contains(vcpu) {
+            self.rtc.vectors.get(vcpu).copied()
+        } else {
+            None
+        }
+    }
+
+    /// Rebuilds the RTC tracking of vCPU `index` from its LAPIC, as KVM does on
+    /// KVM_SET_LAPIC (`kvm_rtc_eoi_tracking_restore_one`): if pin 8's entry addresses the
+    /// APIC (per `bus`), the vCPU owes an EOI exactly when the entry's vector is in its IRR
+    /// or ISR ([`LocalApic::pending_eoi`]). Does nothing in the datasheet profile.
+    pub fn rtc_restore_one(&mut self, bus: &ApicBus, index: usize, apic: &LocalApic) {
+        if !self.config.quirks.contains(Quirks::RTC_EOI_TRACKING) || index >= MAX_VCPUS {
+            return;
+        }
+        let Some(irq) = self.interrupt(RTC_PIN) else { return };
+        if !bus.addresses(apic, index, &irq, None) {
+            return;
+        }
+        let owes = apic.pending_eoi(irq.vector);
+        if owes == self.rtc.dest_map.contains(index) {
+            return;
+        }
+        if owes {
+            self.rtc.dest_map.insert(index);
+            if let Some(slot) = self.rtc.vectors.get_mut(index) {
+                *slot = irq.vector;
+            }
+            self.rtc.pending_eoi = self.rtc.pending_eoi.saturating_add(1);
+        } else {
+            self.rtc.dest_map.remove(index);
+            self.rtc.pending_eoi = self.rtc.pending_eoi.saturating_sub(1);
+        }
+    }
+
+    /// Rebuilds the whole RTC tracking from the LAPICs (vCPU index = position in `apics`),
+    /// as KVM does after KVM_SET_IRQCHIP (`kvm_rtc_eoi_tracking_restore_all`). The tracking
+    /// is not part of [`IoApicState`] (nor of KVM's `kvm_ioapic_state`): call this after
+    /// [`IoApic::restore`] or [`IoApic::set_irqchip`] (once their deliveries are made) and
+    /// with [`IoApic::rtc_restore_one`] after restoring a LAPIC.
+    pub fn rtc_restore<A: core::borrow::Borrow<LocalApic>>(&mut self, bus: &ApicBus, apics: &[A]) {
+        if !self.config.quirks.contains(Quirks::RTC_EOI_TRACKING) {
+            return;
+        }
+        self.rtc.reset();
+        for (index, apic) in apics.iter().enumerate().take(MAX_VCPUS) {
+            self.rtc_restore_one(bus, index, apic.borrow());
+        }
     }
 
     /// An edge from source 0: assert, then deassert. Returns the result of the assert.
@@ -812,6 +1000,7 @@ impl IoApic {
         state.validate()?;
         self.state = *state;
         self.storm = [0; PINS];
+        self.rtc.reset();
         Ok(())
     }
 
@@ -825,12 +1014,15 @@ impl IoApic {
         let irr = state.kvm_irr();
         self.state = IoApicState { sources: [0; PINS], irr_delivered: 0, ..*state };
         self.storm = [0; PINS];
+        self.rtc.reset();
         let mut effects = Effects::NONE;
         for pin in PinSet(irr & PIN_BITS) {
             if let Ok(LineResult { status: LineStatus::Delivered, .. }) = self.set_irq(pin, true) {
                 effects.deliver.0 |= pin_bit(usize::from(pin));
             }
         }
+        // KVM rebuilds the RTC tracking from the LAPICs afterwards: the VMM's `rtc_restore`.
+        self.rtc.awaiting_delivery = None;
         Ok(effects)
     }
 
@@ -840,6 +1032,7 @@ impl IoApic {
     pub fn reset(&mut self) {
         self.state = IoApicState { sources: self.state.sources, ..IoApicState::POWER_ON };
         self.storm = [0; PINS];
+        self.rtc.reset();
     }
 }
 

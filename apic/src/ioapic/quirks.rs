@@ -53,6 +53,18 @@ bitflags! {
         /// KVM keeps a pin's successive-EOI storm counter across redirection-entry writes.
         /// Datasheet profile: an entry write restarts the count (as QEMU does).
         const STORM_COUNT_KEPT_ON_WRITE = 1 << 5;
+        /// KVM's RTC EOI tracking (`rtc_status`, for `KVM_IRQ_LINE_STATUS`): while the last
+        /// RTC interrupt (GSI 8) that an assert delivered still awaits the EOI of some vCPU
+        /// that took it, an assert of pin 8 is [`crate::ioapic::LineStatus::Coalesced`]
+        /// (KVM: 0) and nothing is sent, edge- or level-triggered, masked or not (Windows
+        /// counts lost RTC ticks with it). The VMM feeds the tracking:
+        /// [`crate::ioapic::IoApic::rtc_delivered`] with the bus's
+        /// [`crate::bus::Delivery`] of that message, [`crate::ioapic::IoApic::rtc_eoi`] with
+        /// every vector a vCPU EOIs (edge-triggered ones too), and
+        /// [`crate::ioapic::IoApic::rtc_restore`] after a state restore; a VMM that never
+        /// calls `rtc_delivered` sees no coalescing. Datasheet profile: pin 8 is an ordinary
+        /// pin.
+        const RTC_EOI_TRACKING = 1 << 6;
     }
 }
 
@@ -65,5 +77,6 @@ impl Quirks {
         .union(Quirks::MASKED_EDGE_KEEPS_IRR)
         .union(Quirks::REMOTE_IRR_NEEDS_ACCEPT)
         .union(Quirks::EOI_ANY_TRIGGER_MODE)
-        .union(Quirks::STORM_COUNT_KEPT_ON_WRITE);
+        .union(Quirks::STORM_COUNT_KEPT_ON_WRITE)
+        .union(Quirks::RTC_EOI_TRACKING);
 }

@@ -9,6 +9,8 @@ extern crate std;
 use std::vec::Vec;
 
 use super::*;
+use crate::bus::ApicBus;
+use crate::lapic::{LapicConfig, LocalApic};
 use crate::msi::{DeliveryMode, DestinationMode, MsiFormat, TriggerMode};
 
 /// Vector used for most edge tests (kvm-unit-tests uses 0x80).
@@ -1014,4 +1016,157 @@ fn state_survives_serialization_and_still_validates_on_restore() {
     let config: IoApicConfig =
         serde_json::from_str(&serde_json::to_string(&IoApicConfig::KVM).unwrap()).unwrap();
     assert_eq!(config, IoApicConfig::KVM);
+}
+
+// ----- RTC EOI tracking (KVM) ----------------------------------------------------------------
+
+/// The RTC's vector in these tests.
+const RTC_VECTOR: u8 = 0x28;
+
+/// Two software-enabled xAPICs (IDs 0 and 1) and an IOAPIC whose pin 8 sends `RTC_VECTOR`,
+/// edge-triggered, fixed, to the physical broadcast 0xFF (both APICs).
+fn rtc_setup(quirks: Quirks) -> (IoApic, ApicBus, Vec<LocalApic>) {
+    let apics: Vec<LocalApic> = (0..2)
+        .map(|id| {
+            let mut apic = LocalApic::new(LapicConfig { id, bsp: id == 0, ..LapicConfig::default() });
+            let _ = apic.mmio_write(0xF0, &0x1FFu32.to_le_bytes(), 0);
+            apic
+        })
+        .collect();
+    let mut io = ioapic(quirks);
+    write_entry(&mut io, RTC_PIN, entry(RTC_VECTOR, false, 0xFF));
+    (io, ApicBus::default(), apics)
+}
+
+/// An RTC tick: pulse pin 8; if the IOAPIC sends the message, deliver it on the bus and pass
+/// the result back. Returns the status and KVM_IRQ_LINE_STATUS's value.
+fn rtc_tick(io: &mut IoApic, bus: &ApicBus, apics: &mut [LocalApic]) -> (LineStatus, i32) {
+    let result = io.pulse_irq(RTC_PIN).unwrap();
+    if result.message.is_none() {
+        return (result.status, result.status.kvm());
+    }
+    let irq = io.interrupt(RTC_PIN).unwrap();
+    let delivery = bus.deliver(apics, &irq, None).unwrap();
+    (result.status, io.rtc_delivered(&delivery))
+}
+
+/// vCPU `vcpu` takes its highest pending interrupt and EOIs it, telling the IOAPIC.
+fn take_and_eoi(io: &mut IoApic, apics: &mut [LocalApic], vcpu: usize) -> bool {
+    let ack = apics[vcpu].acknowledge();
+    assert!(!ack.spurious);
+    let vector = apics[vcpu].in_service().unwrap();
+    let _ = apics[vcpu].mmio_write(0xB0, &0u32.to_le_bytes(), 0);
+    io.rtc_eoi(vcpu, vector)
+}
+
+#[test]
+fn an_rtc_edge_while_the_previous_is_pending_is_coalesced_and_not_delivered() {
+    let (mut io, bus, mut apics) = rtc_setup(Quirks::KVM);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics), (LineStatus::Delivered, 2), "both APICs took it");
+    assert_eq!(io.rtc_pending_eoi(), 2);
+    assert_eq!((io.rtc_awaiting(0), io.rtc_awaiting(1)), (Some(RTC_VECTOR), Some(RTC_VECTOR)));
+    // Neither vCPU has EOI'd: the next tick is coalesced (KVM_IRQ_LINE_STATUS 0), nothing sent.
+    let result = io.pulse_irq(RTC_PIN).unwrap();
+    assert_eq!((result.status, result.status.kvm(), result.message), (LineStatus::Coalesced, 0, None));
+    // One of the two EOIs is not enough.
+    assert!(take_and_eoi(&mut io, &mut apics, 0));
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Coalesced);
+    assert!(apics[0].pending_interrupt().is_none(), "the coalesced tick reached no APIC");
+    // An EOI of another vector, or by a vCPU that owes none, does not count.
+    assert!(!io.rtc_eoi(1, RTC_VECTOR + 1));
+    assert!(!io.rtc_eoi(0, RTC_VECTOR));
+    assert_eq!(io.rtc_pending_eoi(), 1);
+}
+
+#[test]
+fn after_every_destination_eois_the_next_rtc_edge_is_delivered() {
+    let (mut io, bus, mut apics) = rtc_setup(Quirks::KVM);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Delivered);
+    assert!(take_and_eoi(&mut io, &mut apics, 0));
+    assert!(take_and_eoi(&mut io, &mut apics, 1));
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics), (LineStatus::Delivered, 2));
+    assert_eq!(apics[1].pending_interrupt(), Some(RTC_VECTOR));
+}
+
+#[test]
+fn the_datasheet_profile_never_coalesces_the_rtc() {
+    let (mut io, bus, mut apics) = rtc_setup(Quirks::DATASHEET);
+    for _ in 0..3 {
+        assert_eq!(rtc_tick(&mut io, &bus, &mut apics), (LineStatus::Delivered, 2));
+        assert_eq!(io.rtc_pending_eoi(), 0);
+    }
+    assert!(!io.rtc_eoi(0, RTC_VECTOR));
+}
+
+#[test]
+fn a_coalesced_rtc_assert_leaves_the_line_low_for_the_next_edge() {
+    // KVM returns before setting the line's irr bit: held high through the coalesced assert,
+    // the next assert after the EOIs is still an edge.
+    let (mut io, bus, mut apics) = rtc_setup(Quirks::KVM);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Delivered);
+    assert_eq!(io.set_irq(RTC_PIN, true).unwrap().status, LineStatus::Coalesced);
+    assert!(!io.line(RTC_PIN));
+    assert_eq!(io.state().kvm_irr() & (1 << RTC_PIN), 0, "kvm_ioapic_state.irr");
+    assert!(take_and_eoi(&mut io, &mut apics, 0));
+    assert!(take_and_eoi(&mut io, &mut apics, 1));
+    assert_eq!(io.set_irq(RTC_PIN, true).unwrap().status, LineStatus::Delivered);
+}
+
+#[test]
+fn a_masked_rtc_is_coalesced_while_an_eoi_is_pending_and_not_tracked_otherwise() {
+    let (mut io, bus, mut apics) = rtc_setup(Quirks::KVM);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Delivered);
+    set_mask(&mut io, RTC_PIN, true);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Coalesced, "KVM checks before the mask");
+    assert!(take_and_eoi(&mut io, &mut apics, 0));
+    assert!(take_and_eoi(&mut io, &mut apics, 1));
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Masked);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    // A delivery the VMM reports without a tracked assert before it records nothing.
+    let irq = io.interrupt(RTC_PIN).unwrap();
+    let delivery = bus.deliver(&mut apics, &irq, None).unwrap();
+    assert_eq!(io.rtc_delivered(&delivery), 2);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+}
+
+#[test]
+fn rtc_tracking_is_not_in_the_state_and_is_rebuilt_from_the_lapics() {
+    let (mut io, bus, mut apics) = rtc_setup(Quirks::KVM);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Delivered);
+    assert!(take_and_eoi(&mut io, &mut apics, 0));
+    let state = io.state();
+    io.restore(&state).unwrap();
+    assert_eq!(io.rtc_pending_eoi(), 0, "restore drops the tracking");
+    // As KVM's kvm_rtc_eoi_tracking_restore_all: vCPU 1 still has the vector in IRR.
+    io.rtc_restore(&bus, &apics);
+    assert_eq!(io.rtc_pending_eoi(), 1);
+    assert_eq!((io.rtc_awaiting(0), io.rtc_awaiting(1)), (None, Some(RTC_VECTOR)));
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Coalesced);
+    // Per vCPU, as on KVM_SET_LAPIC: vCPU 1's EOI happened in the restored LAPIC.
+    let _ = apics[1].acknowledge();
+    let _ = apics[1].mmio_write(0xB0, &0u32.to_le_bytes(), 0);
+    io.rtc_restore_one(&bus, 1, &apics[1]);
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Delivered);
+    // set_irqchip and reset drop it too.
+    let _ = io.set_irqchip(&state).unwrap();
+    assert_eq!(io.rtc_pending_eoi(), 0);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Delivered);
+    io.reset();
+    assert_eq!(io.rtc_pending_eoi(), 0);
+}
+
+#[test]
+fn rtc_tracking_survives_entry_writes_as_in_kvm() {
+    // KVM's ioapic_write_indirect leaves rtc_status alone.
+    let (mut io, bus, mut apics) = rtc_setup(Quirks::KVM);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Delivered);
+    write_entry(&mut io, RTC_PIN, entry(RTC_VECTOR + 1, false, 0xFF));
+    assert_eq!(io.rtc_pending_eoi(), 2);
+    assert_eq!(rtc_tick(&mut io, &bus, &mut apics).0, LineStatus::Coalesced);
+    // The EOIs count against the vector each vCPU took, not the entry's new one.
+    assert!(!io.rtc_eoi(0, RTC_VECTOR + 1));
+    assert!(io.rtc_eoi(0, RTC_VECTOR));
 }

@@ -171,14 +171,22 @@ pub enum AccessError {
     /// The MMIO page is not decoded: the APIC is globally disabled or in x2APIC mode. Reads
     /// float to all ones, writes are dropped.
     NotDecoded,
-    /// The access reaches past the 4 KiB page: reads are all ones, writes are dropped.
+    /// The access reaches past the 4 KiB page: reads are all ones (with
+    /// [`Quirks::UNDECODED_READS_UNWRITTEN`] the buffer is left unwritten), writes are
+    /// dropped.
     OutOfRange,
     /// Not an aligned 32-bit access to a register's first four bytes. Reads return the bytes
-    /// of each 16-byte slot (the register in bytes 0–3, zeros above); writes are dropped.
+    /// of each 16-byte slot (the register in bytes 0–3, zeros above), or leave the buffer
+    /// unwritten where KVM does ([`Quirks::UNDECODED_READS_UNWRITTEN`]); writes are dropped.
     Width,
-    /// No register lives at this offset (reads 0; the SDM profile records ESR "illegal
-    /// register address").
+    /// No register lives at this offset (reads 0, or leaves the buffer unwritten with
+    /// [`Quirks::UNDECODED_READS_UNWRITTEN`]; the SDM profile records ESR "illegal register
+    /// address").
     Reserved,
+    /// A read of a register that exists but that KVM does not read (EOI, remote read): the
+    /// buffer is left unwritten ([`Quirks::UNDECODED_READS_UNWRITTEN`] only; the SDM profile
+    /// reads these as 0 and reports nothing).
+    Unreadable,
 }
 
 /// What a register access caused, for the VMM to act on.
@@ -520,6 +528,21 @@ impl LocalApic {
         }
     }
 
+    /// The vector the next EOI ends: the highest in-service vector, edge- or
+    /// level-triggered (a VMM reports it to [`crate::ioapic::IoApic::rtc_eoi`] before it
+    /// writes the EOI).
+    #[inline]
+    pub fn in_service(&self) -> Option<u8> {
+        self.state.isr.highest()
+    }
+
+    /// Whether `vector` is requested or in service, i.e. an EOI of it is still to come
+    /// (KVM's `kvm_apic_pending_eoi`; used by [`crate::ioapic::IoApic::rtc_restore`]).
+    #[inline]
+    pub fn pending_eoi(&self, vector: u8) -> bool {
+        self.state.irr.contains(vector) || self.state.isr.contains(vector)
+    }
+
     /// The events latched for the processor, cleared.
     #[inline]
     pub fn take_events(&mut self) -> PendingEvents {
@@ -730,17 +753,37 @@ impl LocalApic {
     /// A guest read of `data.len()` bytes at `offset` in the xAPIC page.
     ///
     /// An aligned 32-bit read of a register's slot is the normal case. Outside xAPIC mode the
-    /// page is not decoded and reads all ones; other widths read the bytes of each 16-byte
-    /// slot (the register in bytes 0–3, zeros above), as KVM's partial reads do.
+    /// page is not decoded and reads all ones (KVM: `KVM_X86_QUIRK_LAPIC_MMIO_HOLE`).
+    ///
+    /// Other reads differ by profile:
+    /// * SDM profile: every in-page read returns the bytes of each 16-byte slot it touches
+    ///   (the register in bytes 0–3, zeros above; an offset without a readable register reads
+    ///   0), and a read reaching past the page reads all ones.
+    /// * KVM profile ([`Quirks::UNDECODED_READS_UNWRITTEN`]): as `kvm_lapic_reg_read`, only a
+    ///   1-, 2- or 4-byte read within the first four bytes of a readable register writes
+    ///   `data`; any other read (bytes past the register's first four —
+    ///   `(offset & 0xF) + len > 4`, which covers 8-byte reads and reads past the page — another length, or an
+    ///   offset without a readable register: reserved, EOI, remote read, beyond 0x3F0) leaves
+    ///   `data` exactly as the caller passed it. The guest then sees what the VMM's buffer
+    ///   held; under KVM that is the instruction emulator's read cache, i.e. the bytes of the
+    ///   last emulated read.
+    ///
+    /// Either way the odd access is reported in [`Effects::invalid`].
     pub fn mmio_read(&mut self, offset: u64, data: &mut [u8], now: u64) -> Effects {
         if self.mode() != ApicMode::XApic {
             data.fill(0xFF);
             return Effects { invalid: Some(AccessError::NotDecoded), ..Effects::default() };
         }
+        let unwritten = self.config.quirks.contains(Quirks::UNDECODED_READS_UNWRITTEN);
         let end = offset.saturating_add(data.len() as u64);
         if end > regs::MMIO_SIZE {
-            data.fill(0xFF);
+            if !unwritten {
+                data.fill(0xFF);
+            }
             return Effects { invalid: Some(AccessError::OutOfRange), ..Effects::default() };
+        }
+        if unwritten {
+            return self.mmio_read_kvm(offset as u32, data, now);
         }
         self.advance(now);
         let mut invalid = None;
@@ -765,6 +808,42 @@ impl LocalApic {
             *byte = if shift < 32 { (value >> shift) as u8 } else { 0 };
         }
         Effects { invalid: invalid.or(Some(AccessError::Width)), ..Effects::default() }
+    }
+
+    /// [`LocalApic::mmio_read`] in the KVM profile, in page (`offset + data.len() <= 0x1000`):
+    /// `kvm_lapic_reg_read`'s alignment, length and readable-register checks.
+    fn mmio_read_kvm(&mut self, offset: u32, data: &mut [u8], now: u64) -> Effects {
+        let within = offset & 0xF;
+        let len = data.len();
+        let width = Effects { invalid: Some(AccessError::Width), ..Effects::default() };
+        if (within as usize).saturating_add(len) > 4 || !matches!(len, 1 | 2 | 4) {
+            return width;
+        }
+        let slot = offset & !0xF;
+        if slot == regs::RRD {
+            // Not in KVM's readable-register mask.
+            return Effects { invalid: Some(AccessError::Unreadable), ..Effects::default() };
+        }
+        self.advance(now);
+        match self.read_register(slot, false, now) {
+            Ok(value) => {
+                let bytes = value.to_le_bytes();
+                let from = within as usize;
+                if let Some(source) = bytes.get(from..from.saturating_add(len)) {
+                    data.copy_from_slice(source);
+                }
+                if within == 0 && len == 4 {
+                    Effects::default()
+                } else {
+                    width
+                }
+            }
+            Err(Refused::Absent) => {
+                self.error(Esr::ILLEGAL_REGISTER_ADDRESS);
+                Effects { invalid: Some(AccessError::Reserved), ..Effects::default() }
+            }
+            Err(_) => Effects { invalid: Some(AccessError::Unreadable), ..Effects::default() },
+        }
     }
 
     /// Reads register slot `offset` for MMIO; a reserved slot reads 0 and records ESR

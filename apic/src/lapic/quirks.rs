@@ -67,6 +67,16 @@ bitflags! {
         /// remote IRR is set when the APIC takes a level LINT interrupt and cleared by its EOI,
         /// which re-takes a pin still asserted.
         const LINT_REMOTE_IRR_IGNORED = 1 << 13;
+        /// KVM's `kvm_lapic_reg_read` writes nothing into the caller's buffer for an xAPIC
+        /// read it does not decode: bytes past the register's first four
+        /// (`(offset & 0xF) + len > 4`, so every 8-byte read, any read of bytes 4–15 of a slot
+        /// and any read running past the page), a length other than 1, 2 or 4, and an offset
+        /// with no readable register (reserved slots, EOI, remote read, offsets past 0x3F0).
+        /// The guest then sees whatever the buffer held (under KVM, the instruction emulator's
+        /// read cache). SDM profile: every in-page read returns the slot's bytes (the register
+        /// in bytes 0–3, zeros above; unreadable offsets read 0) and a read past the page reads
+        /// all ones.
+        const UNDECODED_READS_UNWRITTEN = 1 << 14;
     }
 }
 

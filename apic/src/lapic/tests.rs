@@ -232,6 +232,75 @@ fn partial_reads_return_the_slot_bytes_and_odd_writes_are_dropped() {
 }
 
 #[test]
+fn kvm_profile_leaves_the_buffer_unwritten_for_reads_it_does_not_decode() {
+    // KVM's `kvm_lapic_reg_read` writes nothing when `(offset & 0xF) + len > 4`, for a length
+    // other than 1, 2 or 4, and for an offset with no readable register; the SDM profile reads
+    // the slot's bytes (zeros for an unreadable offset).
+    let odd: [(u64, usize); 9] = [
+        (0x80, 8),  // 8-byte read of TPR: bytes 4-7 are past the register
+        (0x82, 4),  // crosses the register's 4-byte boundary
+        (0x84, 1),  // bytes 4-15 of a slot
+        (0x8C, 4),  // the slot's last word
+        (0x80, 3),  // a 3-byte read
+        (0xB0, 4),  // EOI is write-only
+        (0xC0, 4),  // remote read is not readable in KVM
+        (0x3F0, 4), // SELF IPI does not exist in xAPIC mode
+        (0xFFC, 8), // runs past the page
+    ];
+    for (offset, len) in odd {
+        let mut kvm = enabled(Quirks::KVM);
+        write(&mut kvm, TPR, 0xA5);
+        let mut data = [0x5A; 8];
+        let effects = kvm.mmio_read(offset, &mut data[..len], 0);
+        assert_eq!(data, [0x5A; 8], "KVM: {offset:#x}/{len} leaves the buffer as it was");
+        assert!(effects.invalid.is_some(), "KVM: {offset:#x}/{len} is reported");
+    }
+    // What KVM does decode: 1, 2 or 4 bytes within a readable register's first four bytes.
+    for quirks in [Quirks::KVM, Quirks::SDM] {
+        let mut apic = enabled(quirks);
+        write(&mut apic, TPR, 0xA5);
+        let mut data = [0x5A; 4];
+        let _ = apic.mmio_read(0x80, &mut data[..2], 0);
+        assert_eq!(data, [0xA5, 0, 0x5A, 0x5A], "{quirks:?}");
+        let _ = apic.mmio_read(0x81, &mut data[..1], 0);
+        assert_eq!(data[0], 0, "{quirks:?}");
+    }
+    // The SDM profile answers every in-page read with the slot's bytes.
+    let mut sdm = enabled(Quirks::SDM);
+    write(&mut sdm, TPR, 0xA5);
+    let mut data = [0x5A; 8];
+    let _ = sdm.mmio_read(0x80, &mut data, 0);
+    assert_eq!(data, [0xA5, 0, 0, 0, 0, 0, 0, 0]);
+    let mut data = [0x5A; 4];
+    let _ = sdm.mmio_read(0x82, &mut data, 0);
+    assert_eq!(data, [0, 0, 0, 0]);
+    let _ = sdm.mmio_read(0xB0, &mut data, 0);
+    assert_eq!(data, [0; 4], "EOI reads 0");
+}
+
+#[test]
+fn kvm_profile_still_reads_all_ones_from_an_undecoded_page() {
+    let mut apic = enabled(Quirks::KVM);
+    apic.wrmsr(IA32_APIC_BASE, 0xFEE0_0D00, 0).unwrap();
+    let mut data = [0x5A; 8];
+    assert_eq!(apic.mmio_read(0x84, &mut data, 0).invalid, Some(AccessError::NotDecoded));
+    assert_eq!(data, [0xFF; 8], "KVM_X86_QUIRK_LAPIC_MMIO_HOLE");
+}
+
+#[test]
+fn kvm_profile_x2apic_reads_fault_outside_kvms_readable_mask() {
+    // kvm_x2apic_msr_read -> kvm_lapic_reg_read: no ARBPRI, DFR, ICR2, EOI, remote read,
+    // SELF IPI or reserved register; past 0x3F0 nothing.
+    let mut apic = x2apic(Quirks::KVM);
+    for msr in [0x800, 0x801, 0x809, 0x80B, 0x80C, 0x80E, 0x829, 0x82F, 0x831, 0x83A, 0x83F, 0x840, 0x8FF] {
+        assert_eq!(apic.rdmsr(msr, 0), Err(MsrError::GeneralProtection), "{msr:#x}");
+    }
+    for msr in [0x802, 0x803, 0x808, 0x80A, 0x80D, 0x80F, 0x828, 0x830, 0x833, 0x838, 0x839, 0x83E] {
+        assert!(apic.rdmsr(msr, 0).is_ok(), "{msr:#x}");
+    }
+}
+
+#[test]
 fn reserved_offsets_record_illegal_register_address_in_the_sdm_profile() {
     for (quirks, esr) in [(Quirks::SDM, 0x80), (Quirks::KVM, 0)] {
         let mut apic = enabled(quirks);

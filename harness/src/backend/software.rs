@@ -263,6 +263,7 @@ pub(crate) fn run_scripted<P: InterruptPath>(
             } else {
                 State::Running
             },
+            read_cache: [0; 8],
         })
         .collect();
     for t in threads.iter().filter(|t| t.state == State::Running) {
@@ -309,6 +310,9 @@ struct Thread<'a> {
     eoi: EoiPolicy,
     trace: Trace,
     state: State,
+    /// KVM's instruction-emulator read cache: an MMIO read starts from the bytes the last one
+    /// left, so bytes a device does not write read as KVM's guest sees them.
+    read_cache: [u8; 8],
 }
 
 impl Thread<'_> {
@@ -519,12 +523,15 @@ impl<P: InterruptPath> Machine<'_, P> {
                 t.log(Event::Value(u64::from(u32::from_le_bytes(bytes))), pc);
             }
             Op::MmioRead { addr, wide } => {
-                let mut bytes = [0u8; 8];
+                let mut bytes = t.read_cache;
                 let len = if *wide { 8 } else { 4 };
                 if !self.path.mmio_read(vcpu, *addr, &mut bytes[..len], now) {
                     return Err(format!("op {pc}: MMIO read at {addr:#x}, which no model decodes"));
                 }
-                t.log(Event::Value(u64::from_le_bytes(bytes)), pc);
+                t.read_cache = bytes;
+                let mut value = [0u8; 8];
+                value[..len].copy_from_slice(&bytes[..len]);
+                t.log(Event::Value(u64::from_le_bytes(value)), pc);
             }
             Op::MmioWrite { addr, wide, value } => {
                 let bytes = value.to_le_bytes();

@@ -14,6 +14,7 @@
 pub mod apic;
 pub mod ioapic;
 pub mod lapic;
+pub mod lapic_odd;
 pub mod migrate;
 pub mod pic_icw3;
 pub mod posted;
@@ -133,6 +134,7 @@ pub fn all() -> Vec<Scenario> {
     let mut all = pic_pit_tsc();
     all.extend(ioapic::all());
     all.extend(lapic::all());
+    all.extend(lapic_odd::all());
     all.extend(smp::all());
     all.extend(migrate::all());
     all.extend(posted::all());
