@@ -34,10 +34,12 @@
 //! wide accesses being their byte accesses, an access without `rearm` leaving the IRQ0
 //! deadline alone, and port 0x61 showing gate 2, speaker data and OUT2.
 //!
-//! Two disagreements this target found were model bugs and are fixed: a TSC deadline that a
-//! scaled guest TSC steps over while wrapping past 2^64 (now `None`, or the next cycle), and a
-//! restored PIT run whose waveform origin lies ahead of its clock (`next_deadline` now waits
-//! for the origin as `advance` does). Both are asserted without exemption.
+//! The disagreements this target found were model bugs and are fixed: a TSC deadline that a
+//! scaled guest TSC steps over while wrapping past 2^64 (`next_deadline` is now the first of
+//! its wraps that lands at or past the deadline, which can be thousands of wraps later, and
+//! `None` only if none does before the host TSC ends), and a restored PIT run whose waveform
+//! origin lies ahead of its clock (`next_deadline` now waits for the origin as `advance`
+//! does). Both are asserted without exemption.
 //!
 //! This file is the `timers` module of the `vm-irq-fuzz` crate (cargo-fuzz, nightly) and is
 //! also included by `timer/tests/fuzz_corpus.rs`, which replays the seed corpus on stable, so
