@@ -104,6 +104,53 @@ fn wide(scaling: TscScaling, h: u64) -> u128 {
     (u128::from(h) * u128::from(scaling.ratio())) >> scaling.format().frac_bits()
 }
 
+/// The first host TSC `h ≥ now` with `guest(h) ≥ d` (plain unsigned compare), or `None`, by
+/// walking the guest TSC's wraps: from a host TSC where the guest TSC is below `d`, jump to the
+/// first host TSC at which the untruncated guest count `offset + ⌊h·r/2^f⌋` reaches the start
+/// of the current wrap's window `[k·2^64 + d, (k+1)·2^64)`, until it lands inside. The count
+/// wraps at most `r/2^f + 2 < 2^16 + 2` times over the whole host range, so this ends.
+fn walk_wraps(clock: &GuestTsc, d: u64, now: u64) -> Option<u64> {
+    let f = clock.scaling.format().frac_bits();
+    let r = u128::from(clock.scaling.ratio());
+    let count = |h: u64| wide(clock.scaling, h) + u128::from(clock.offset);
+    let mut h = now;
+    loop {
+        let t = count(h);
+        if (t & u128::from(u64::MAX)) >= u128::from(d) {
+            return Some(h);
+        }
+        let window = ((t >> 64) << 64) + u128::from(d);
+        // ⌊h'·r/2^f⌋ ≥ window − offset ⇔ h' ≥ ⌈(window − offset)·2^f / r⌉; a product beyond
+        // 2^128 means h' > 2^64.
+        let need = (window - u128::from(clock.offset)).checked_mul(1u128 << f)?;
+        let next = u64::try_from(need.div_ceil(r)).ok()?;
+        assert!(next > h, "the walk does not advance");
+        h = next;
+    }
+}
+
+/// Ratios that advance the guest TSC by more than one tick per host tick (so that it can
+/// step over a narrow window), up to the format's maximum, with the fuzz target's u64::MAX.
+fn fast_scaling() -> impl Strategy<Value = TscScaling> {
+    format().prop_flat_map(|format| {
+        let max = format.max_ratio();
+        let low = format.default_ratio() + 1;
+        prop_oneof![
+            1 => prop::sample::select(vec![max, max - 1, 2 * format.default_ratio(), low]),
+            3 => low..=max,
+        ]
+        .prop_map(move |r| TscScaling::new(format, r).unwrap())
+    })
+}
+
+/// Deadlines within `2^17` of 2^64 (windows narrower than a step of a fast guest TSC) or any.
+fn deadline_near_the_top() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        3 => (0u64..1 << 17).prop_map(|w| u64::MAX - w),
+        1 => any::<u64>(),
+    ]
+}
+
 // ----- T1–T9 -----------------------------------------------------------------------------------
 
 proptest! {
@@ -233,8 +280,9 @@ proptest! {
     }
 
     /// T6 from the current time, as the deadline timer uses it: not yet expired ⇒ the host
-    /// deadline is after now, the guest TSC is still below `D` one tick earlier and has reached
-    /// it there (unless it jumped across 2^64 in that one tick); expired ⇒ now.
+    /// deadline is after now, the guest TSC is still below `D` one tick earlier and at or past
+    /// it there, and it is the first such tick (the wrap walk); `None` ⇒ no host TSC up to
+    /// `u64::MAX` reaches it; expired ⇒ now.
     #[test]
     fn t6_next_deadline_is_the_first_host_tick_at_or_past_the_deadline(
         clock in clock(),
@@ -254,18 +302,47 @@ proptest! {
             } else if let Some(h) = next {
                 prop_assert!(h > now);
                 prop_assert!(clock.read(h - 1) < d);
+                prop_assert!(clock.read(h) >= d);
                 let advanced = wide(clock.scaling, h) - wide(clock.scaling, now);
                 prop_assert!(advanced >= u128::from(d - g_now));
-                if u128::from(g_now) + advanced <= u128::from(u64::MAX) {
-                    prop_assert!(clock.read(h) >= d);
-                    let mut fired = deadline;
-                    prop_assert!(!fired.advance(&clock, h - 1));
-                    prop_assert!(fired.advance(&clock, h));
-                }
+                let mut fired = deadline;
+                prop_assert!(!fired.advance(&clock, h - 1));
+                prop_assert!(fired.advance(&clock, h));
+                prop_assert_eq!(next, walk_wraps(&clock, d, now));
             } else {
-                let advanced = wide(clock.scaling, u64::MAX) - wide(clock.scaling, now);
-                prop_assert!(advanced < u128::from(d - g_now));
+                prop_assert_eq!(walk_wraps(&clock, d, now), None);
+                prop_assert!(!deadline.has_expired(&clock, u64::MAX));
             }
+        }
+    }
+
+    /// T6 for a guest TSC faster than the host's and a deadline near 2^64, where the guest TSC
+    /// can step over `[D, 2^64)` on some or all of its wraps: `next_deadline` is exactly the
+    /// first host TSC at or after now with guest TSC `≥ D` (the wrap walk), `advance` fires
+    /// there and not one tick earlier, and `None` only if no host TSC up to `u64::MAX` has it.
+    #[test]
+    fn t6_next_deadline_is_exact_when_the_guest_tsc_steps_over_the_deadline(
+        scaling in fast_scaling(),
+        offset in offset(),
+        now in host_tsc(),
+        d in deadline_near_the_top(),
+    ) {
+        let clock = GuestTsc::new(scaling, offset);
+        let deadline = TscDeadline::with_value(d);
+        let next = deadline.next_deadline(&clock, now);
+        let expected = if d == 0 { None } else { walk_wraps(&clock, d, now) };
+        prop_assert_eq!(next, expected);
+        prop_assert_eq!(clock.host_tsc_at_or_past(d, now), walk_wraps(&clock, d, now));
+        match next {
+            Some(h) => {
+                let mut fired = deadline;
+                if h > now {
+                    prop_assert!(!fired.advance(&clock, h - 1));
+                }
+                prop_assert!(fired.advance(&clock, h));
+            }
+            None if d != 0 => prop_assert!(!deadline.has_expired(&clock, u64::MAX)),
+            None => {}
         }
     }
 

@@ -39,9 +39,12 @@ impl CounterState {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TimerState {
-    /// CTL: ENABLE (bit 0) and IMASK (bit 1). ISTATUS (bit 2) is computed from the count, so
-    /// [`super::VcpuTimers::state`] leaves it clear and restore ignores it (a CTL captured by
-    /// reading the register may carry it); bits 63:3 must be zero. Reset 0: disabled, unmasked.
+    /// CTL: ENABLE (bit 0) and IMASK (bit 1) only. ISTATUS (bit 2) is not state: the model
+    /// derives it from ENABLE, the count and CVAL on every read, so
+    /// [`super::VcpuTimers::state`] leaves it clear and a restore refuses a CTL that sets it
+    /// ([`StateError::CtlIstatus`]), as it refuses RES0 bits 63:3. Mask a CTL read back from
+    /// the register (e.g. from KVM) with [`TimerCtl::WRITABLE`] before building a state.
+    /// Reset 0: disabled, unmasked.
     pub ctl: u64,
     /// CVAL: the compare value in the timer's own count domain. Reset 0.
     pub cval: u64,
@@ -86,7 +89,9 @@ impl VcpuTimersState {
     }
 
     /// Checks every field for values a VM with `features` cannot hold (a state is plain data
-    /// and may come from a file or another host).
+    /// and may come from a file or another host), and for ISTATUS, which a state does not
+    /// hold: a state that passes is installed by [`super::VcpuTimers::restore`] exactly, so
+    /// [`super::VcpuTimers::state`] then returns it unchanged.
     pub fn validate(&self, features: Features) -> Result<(), StateError> {
         let writable = Cntkctl::writable(features.ecv);
         if self.cntkctl & !writable.bits() != 0 {
@@ -97,6 +102,9 @@ impl VcpuTimersState {
             let timer = self.timer(id);
             if timer.ctl & !ctl_bits != 0 {
                 return Err(StateError::CtlReservedBits { timer: id, ctl: timer.ctl });
+            }
+            if timer.ctl & TimerCtl::ISTATUS.bits() != 0 {
+                return Err(StateError::CtlIstatus { timer: id });
             }
             let programmed = timer.ctl & TimerCtl::WRITABLE.bits() != 0 || timer.cval != 0;
             if id.is_el2() && !features.el2 && programmed {
@@ -119,6 +127,12 @@ pub enum StateError {
         timer: TimerId,
         /// The CTL found.
         ctl: u64,
+    },
+    /// A timer's CTL sets ISTATUS (bit 2). ISTATUS is read-only and derived from ENABLE, the
+    /// count and CVAL, so it is not part of the state; clear it (keep [`TimerCtl::WRITABLE`]).
+    CtlIstatus {
+        /// The timer.
+        timer: TimerId,
     },
     /// CNTKCTL_EL1 has bits set that do not exist (RES0, or EVNTIS without FEAT_ECV).
     CntkctlReservedBits {
@@ -149,6 +163,9 @@ impl core::fmt::Display for StateError {
             StateError::CtlReservedBits { timer, ctl } => {
                 write!(f, "{timer:?} timer: CTL {ctl:#x} sets RES0 bits 63:3")
             }
+            StateError::CtlIstatus { timer } => {
+                write!(f, "{timer:?} timer: CTL sets ISTATUS, which is derived from the count, not state")
+            }
             StateError::CntkctlReservedBits { cntkctl, writable } => {
                 write!(f, "CNTKCTL_EL1 {cntkctl:#x} sets bits outside {writable:#x}")
             }
@@ -176,10 +193,19 @@ mod tests {
     }
 
     #[test]
-    fn restore_validation_refuses_res0_ctl_bits_but_accepts_istatus() {
+    fn restore_validation_refuses_istatus_and_res0_ctl_bits() {
         let mut state = VcpuTimersState::default();
-        state.cntv.ctl = 0b111;
+        state.cntv.ctl = 0b011;
         assert_eq!(state.validate(Features::default()), Ok(()));
+        // ISTATUS is derived, not state: refused rather than dropped, with or without the
+        // other bits.
+        for ctl in [0b100, 0b111] {
+            state.cntv.ctl = ctl;
+            assert_eq!(
+                state.validate(Features::default()),
+                Err(StateError::CtlIstatus { timer: TimerId::Virt })
+            );
+        }
         state.cntv.ctl = 0b1000;
         assert_eq!(
             state.validate(Features::default()),

@@ -593,6 +593,24 @@ fn invalid_state_is_refused_and_changes_nothing() {
     assert_eq!(vcpu, VcpuTimers::new());
 }
 
+#[test]
+fn restore_refuses_a_ctl_with_istatus_rather_than_dropping_it() {
+    // A CTL read back from a firing timer carries ISTATUS; the model derives it, so a state
+    // holding it is refused (not installed with the bit dropped, which `state()` would then
+    // not return).
+    let c = counter();
+    let mut vcpu = VcpuTimers::new();
+    arm(&mut vcpu, &c, TimerId::Phys, 7, ENABLE, 9);
+    let before = vcpu;
+    let read_back = VcpuTimersState { cntp: TimerState { ctl: ENABLE | ISTATUS, cval: 7 }, ..vcpu.state() };
+    assert_eq!(vcpu.restore(&c, &read_back), Err(StateError::CtlIstatus { timer: TimerId::Phys }));
+    assert_eq!(vcpu, before);
+    let masked = VcpuTimersState { cntp: TimerState { ctl: ENABLE, cval: 7 }, ..read_back };
+    assert_eq!(vcpu.restore(&c, &masked), Ok(()));
+    assert_eq!(vcpu.state(), masked);
+    assert!(vcpu.istatus(&c, TimerId::Phys, 9), "ISTATUS follows from the restored CTL and CVAL");
+}
+
 #[cfg(feature = "serde")]
 #[test]
 fn state_survives_serialization() {

@@ -248,18 +248,19 @@ impl VcpuTimers {
         }
     }
 
-    /// Replaces the vCPU's state after checking it against the VM's features; on error nothing
-    /// changes. Levels and deadlines follow from the restored registers and `counter`, so a VM
-    /// restored with a timer pending asserts the same PPIs at the same counts.
+    /// Replaces the vCPU's state after checking it against the VM's features
+    /// ([`VcpuTimersState::validate`]); on error nothing changes. An accepted state is
+    /// installed exactly: [`VcpuTimers::state`] returns it unchanged (a CTL with ISTATUS set is
+    /// refused, not masked). Levels and deadlines follow from the restored registers and
+    /// `counter`, so a VM restored with a timer pending asserts the same PPIs at the same counts.
     pub fn restore(&mut self, counter: &Counter, state: &VcpuTimersState) -> Result<(), StateError> {
         state.validate(counter.features())?;
+        // Validated: CNTKCTL_EL1 holds only writable bits and each CTL only ENABLE and IMASK,
+        // so nothing is dropped here.
         self.cntkctl = Cntkctl::from_bits_truncate(state.cntkctl);
         for (regs, id) in self.timers.iter_mut().zip(TimerId::ALL) {
             let saved = state.timer(id);
-            *regs = TimerRegs {
-                ctl: TimerCtl::from_bits_truncate(saved.ctl) & TimerCtl::WRITABLE,
-                cval: saved.cval,
-            };
+            *regs = TimerRegs { ctl: TimerCtl::from_bits_truncate(saved.ctl), cval: saved.cval };
         }
         Ok(())
     }

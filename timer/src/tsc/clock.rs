@@ -58,7 +58,8 @@ impl GuestTsc {
     /// ticks: `h` is the first host TSC with `⌊h·r/2^f⌋ ≥ ⌊from·r/2^f⌋ + δ`, computed without
     /// truncation, so a guest TSC that wraps past 2^64 on the way is still followed. (A
     /// [`super::TscDeadline`] fires on the plain compare `guest TSC ≥ deadline`, so a deadline
-    /// that the guest TSC only reaches by wrapping is reported here but does not fire at `h`.)
+    /// that the guest TSC only reaches by wrapping, or steps over, is reported here but does not
+    /// fire at `h`; [`GuestTsc::host_tsc_at_or_past`] is the host TSC at which it fires.)
     pub fn host_tsc_reaching(&self, guest_tsc: u64, from_host_tsc: u64) -> Option<u64> {
         let format = self.scaling.format();
         let ratio = self.scaling.ratio();
@@ -79,6 +80,61 @@ impl GuestTsc {
         let remainder = numerator.checked_rem(divisor)?;
         let host = if remainder == 0 { quotient } else { quotient.checked_add(1)? };
         u64::try_from(host).ok()
+    }
+
+    /// The smallest host TSC value `h ≥ from_host_tsc` at which the guest TSC is at or past
+    /// `guest_tsc` by the plain unsigned compare `read(h) ≥ guest_tsc` (the compare
+    /// IA32_TSC_DEADLINE fires on), or `None` if no `h` in `[from_host_tsc, 2^64)` has it.
+    /// Returns `from_host_tsc` when the compare already holds there.
+    ///
+    /// Unlike [`GuestTsc::host_tsc_reaching`], a value the guest TSC steps over is not taken as
+    /// reached: a scaled guest TSC that advances more than one tick per host tick can jump from
+    /// below a value near 2^64 straight past 2^64 to a small value, possibly on every one of its
+    /// wraps, and the answer is then the first wrap that lands in `[guest_tsc, 2^64)`. The
+    /// result is exact for every ratio and offset and costs O(1) unless the value lies within
+    /// one host tick's step of 2^64, and then O(log ratio) (a Euclid-like descent; no loop over
+    /// wraps).
+    pub fn host_tsc_at_or_past(&self, guest_tsc: u64, from_host_tsc: u64) -> Option<u64> {
+        if self.read(from_host_tsc) >= guest_tsc {
+            return Some(from_host_tsc);
+        }
+        // The guest TSC counts up from read(from) < guest_tsc and stays below guest_tsc until
+        // the first host TSC at which it reaches guest_tsc counting up; if it is not there at
+        // that tick, it stepped over [guest_tsc, 2^64) while wrapping. If that tick does not
+        // exist, the guest TSC stays in [read(from), guest_tsc) to the end of the host range.
+        let host_tsc = self.host_tsc_reaching(guest_tsc, from_host_tsc)?;
+        if self.read(host_tsc) >= guest_tsc {
+            return Some(host_tsc);
+        }
+        self.first_landing(guest_tsc, host_tsc)
+    }
+
+    /// [`GuestTsc::host_tsc_at_or_past`] by number theory, for any `from_host_tsc`.
+    ///
+    /// With `W = 2^64 − guest_tsc` (`guest_tsc ≥ 1` here) the compare `read(h) ≥ guest_tsc`
+    /// is `(read(h) + W) mod 2^64 < W`, and since `read(h) = ⌊(h·r + offset·2^f) / 2^f⌋ mod 2^64`
+    /// that is `(r·h + C) mod N < W·2^f` with `N = 2^(64+f)` and `C = ((offset + W) mod 2^64)·2^f`:
+    /// the first `x = h − from` with `(r·x + B) mod N` in `[0, W·2^f)`, `B = (r·from + C) mod N`.
+    fn first_landing(&self, guest_tsc: u64, from_host_tsc: u64) -> Option<u64> {
+        let f = self.scaling.format().frac_bits();
+        let r = u128::from(self.scaling.ratio());
+        // f ≤ 48: N ≤ 2^112, and every value below is < N unless said otherwise.
+        let n: u128 = (1u128 << 64) << f;
+        let mask = n.wrapping_sub(1);
+        let window = guest_tsc.wrapping_neg();
+        let c = u128::from(self.offset.wrapping_add(window)) << f;
+        let len = u128::from(window) << f;
+        // r·from < 2^128 exactly; the sum wraps mod 2^128, a multiple of N, so mod N is right.
+        let b = r.wrapping_mul(u128::from(from_host_tsc)).wrapping_add(c) & mask;
+        if b < len {
+            return Some(from_host_tsc);
+        }
+        // (r·x + b) mod N < len  ⇔  (r·x) mod N ∈ [N − b, N − b + len − 1]; since len ≤ b < N
+        // that range lies within [1, N − 1].
+        let lo = n.wrapping_sub(b);
+        let hi = lo.wrapping_add(len).wrapping_sub(1);
+        let x = first_multiple_in(r, n, lo, hi)?;
+        from_host_tsc.checked_add(u64::try_from(x).ok()?)
     }
 
     /// The TSC an L2 guest sees when L1 runs on `self` and gives L2 the mapping `l2` (relative
@@ -102,6 +158,32 @@ impl GuestTsc {
         };
         Ok(GuestTsc { scaling, offset: l1_offset.wrapping_add(l2.offset) })
     }
+}
+
+/// The smallest `x ≥ 0` with `lo ≤ (a·x) mod m ≤ hi`, for `a < 2^64`, `a < m ≤ 2^112` and
+/// `0 < lo ≤ hi < m`. `None` if there is none, and possibly also when the smallest is at
+/// least 2^64 (the caller wants a host TSC delta and refuses those anyway).
+///
+/// If a multiple of `a` lies in `[lo, hi]`, the first one is the answer (no wrap happens before
+/// it). Otherwise every solution wraps `y = ⌊a·x/m⌋ ≥ 1` times, and `x` solves the problem iff
+/// `[lo + m·y, hi + m·y]` holds a multiple of `a`, i.e. iff `(m·y) mod a` lies in
+/// `[a − hi mod a, a − lo mod a]` (a range in `[1, a − 1]`, as `0 < lo mod a ≤ hi mod a`
+/// there). That is the same problem for `(m mod a, a)`, and `x = ⌈(lo + m·y) / a⌉` for its
+/// smallest solution `y` is the smallest `x` (a larger `y` gives a larger `x`). The moduli
+/// follow Euclid's algorithm from `(m, a)`, so there are at most about 95 levels.
+fn first_multiple_in(a: u128, m: u128, lo: u128, hi: u128) -> Option<u128> {
+    let x = lo.checked_div(a)?.checked_add(u128::from(lo.checked_rem(a)? != 0))?;
+    // a·x < lo + a < 2m: no overflow.
+    if a.checked_mul(x)? <= hi {
+        return Some(x);
+    }
+    let lo_rem = lo.checked_rem(a)?;
+    let hi_rem = hi.checked_rem(a)?;
+    let y = first_multiple_in(m.checked_rem(a)?, a, a.checked_sub(hi_rem)?, a.checked_sub(lo_rem)?)?;
+    // Below the top level m < 2^64 and y < a < m, so m·y + lo < m·(y + 1) ≤ 2^128. At the top
+    // level an overflow means m·y ≥ 2^128 and x > 2^128 / a > 2^64: no host TSC delta.
+    let numerator = m.checked_mul(y)?.checked_add(lo)?;
+    numerator.checked_div(a)?.checked_add(u128::from(numerator.checked_rem(a)? != 0))
 }
 
 #[cfg(test)]
@@ -164,6 +246,26 @@ mod tests {
         assert_eq!(clock.host_tsc_reaching(6, 1), Some(8));
         assert_eq!(clock.read(8), 6);
         assert_eq!(clock.read(7), 4);
+    }
+
+    #[test]
+    fn value_stepped_over_is_at_or_past_only_where_a_later_wrap_lands() {
+        // Ratio 3, offset 1: the guest TSC reads 3h + 1, ≡ 1 (mod 3) before its first wrap,
+        // so it steps from 2^64 − 2 over u64::MAX (≡ 0) to 0 at host 0x5555_5555_5555_5555;
+        // after that wrap it reads ≡ 0 (mod 3) and lands on u64::MAX at the end of it.
+        let clock = vmx(3 << 48, 1);
+        assert_eq!(clock.host_tsc_reaching(u64::MAX, 0), Some(0x5555_5555_5555_5555));
+        assert_eq!(clock.read(0x5555_5555_5555_5555), 0);
+        let landing = 0xaaaa_aaaa_aaaa_aaaa;
+        assert_eq!(clock.host_tsc_at_or_past(u64::MAX, 0), Some(landing));
+        assert_eq!(clock.read(landing), u64::MAX);
+        assert_eq!(clock.read(landing - 1), u64::MAX - 3);
+        // From the landing tick it is already there; one tick later it has wrapped again and
+        // never comes back: it reads ≡ 2 (mod 3) from then on and ends at u64::MAX − 1.
+        assert_eq!(clock.host_tsc_at_or_past(u64::MAX, landing), Some(landing));
+        assert_eq!(clock.host_tsc_at_or_past(u64::MAX, landing + 1), None);
+        // A value the guest TSC does not step over is reached where it is first counted up to.
+        assert_eq!(clock.host_tsc_at_or_past(100, 0), Some(33));
     }
 
     #[test]

@@ -107,31 +107,19 @@ impl TscDeadline {
     }
 
     /// The host TSC value at which the deadline fires, for the VMM's host timer: `None` when
-    /// disarmed or when it lies beyond the 64-bit host TSC range; `now_host_tsc` when it has
+    /// disarmed or when no host TSC up to `u64::MAX` reaches it; `now_host_tsc` when it has
     /// already been reached (call [`TscDeadline::advance`]); otherwise the smallest host TSC
-    /// `h > now_host_tsc` at which the guest TSC reaches the deadline (see
-    /// [`GuestTsc::host_tsc_reaching`]), exact to the tick. Ask again after any change of the
-    /// offset or ratio.
+    /// `h > now_host_tsc` with guest TSC `≥` deadline (see [`GuestTsc::host_tsc_at_or_past`]),
+    /// exact to the tick: [`TscDeadline::advance`] fires at `h` and not at `h − 1`. A scaled
+    /// guest TSC that steps over a deadline near 2^64 while wrapping past 2^64 does not fire
+    /// there; `h` is then the first of its later wraps that lands at or past the deadline.
+    /// Ask again after any change of the offset or ratio.
     #[inline]
     pub fn next_deadline(&self, clock: &GuestTsc, now_host_tsc: u64) -> Option<u64> {
         if !self.is_armed() {
             return None;
         }
-        if self.has_expired(clock, now_host_tsc) {
-            return Some(now_host_tsc);
-        }
-        // A scaled guest TSC can step over a deadline near 2^64 and wrap within one host tick;
-        // the plain compare then does not hold there, so look for the next time it does. A
-        // deadline stepped over twice in a row is one the guest TSC never meets: `None`.
-        let mut from = now_host_tsc;
-        for _ in 0..2 {
-            let host_tsc = clock.host_tsc_reaching(self.deadline, from)?;
-            if clock.read(host_tsc) >= self.deadline {
-                return Some(host_tsc);
-            }
-            from = host_tsc;
-        }
-        None
+        clock.host_tsc_at_or_past(self.deadline, now_host_tsc)
     }
 
     /// [`TscDeadline::next_deadline`] as a host monotonic time in nanoseconds, for a host timer
@@ -228,6 +216,45 @@ mod tests {
         assert_eq!(deadline.next_deadline(&moved, 0), Some(6000));
         let scaled = GuestTsc::new(TscScaling::new(ScalingFormat::Vmx, 2 << 48).unwrap(), 1000);
         assert_eq!(deadline.next_deadline(&scaled, 0), Some(4500));
+    }
+
+    #[test]
+    fn deadline_stepped_over_on_thousands_of_wraps_is_found_on_the_wrap_that_lands() {
+        // Issue 16, found by the `timers` fuzz target: VMX ratio u64::MAX (≈ 65536 guest ticks
+        // per host tick) and offset 0x1c305 (as `host_set_offset` leaves them after
+        // `Tsc::new`); the window [deadline, 2^64) is 0x7601 ticks wide, so most wraps step
+        // over it. From this host TSC the guest TSC steps over it 24,415 times, then lands.
+        let scaling = TscScaling::new(ScalingFormat::Vmx, u64::MAX).unwrap();
+        let clock = GuestTsc::new(scaling, 0x1c305);
+        let deadline = TscDeadline::with_value(0xffff_ffff_ffff_89ff);
+        let now = 0x63a5_ffff_ffff_ffff;
+        let host = 0xc305_ffff_ffff_ffff;
+        assert_eq!(deadline.next_deadline(&clock, now), Some(host));
+        assert!(!deadline.has_expired(&clock, host - 1));
+        assert!(deadline.has_expired(&clock, host));
+        let mut fired = deadline;
+        assert!(!fired.advance(&clock, host - 1));
+        assert!(fired.advance(&clock, host));
+        // The same through `Tsc`, set up as the fuzz target sets it up.
+        let mut tsc = crate::tsc::Tsc::new(scaling);
+        tsc.host_set_offset(0x1c305);
+        tsc.host_set_tsc_deadline(0xffff_ffff_ffff_89ff);
+        assert_eq!(tsc.next_deadline(now), Some(host));
+        assert!(tsc.advance(u64::MAX));
+    }
+
+    #[test]
+    fn deadline_that_every_wrap_steps_over_is_never() {
+        // Ratio 2.0 with an even guest TSC: it reads only even values, so the window
+        // [2^64 − 1, 2^64) holding the odd u64::MAX is stepped over on every wrap.
+        let clock = GuestTsc::new(TscScaling::new(ScalingFormat::Vmx, 2 << 48).unwrap(), 0);
+        let deadline = TscDeadline::with_value(u64::MAX);
+        assert_eq!(deadline.next_deadline(&clock, 0), None);
+        assert!(!deadline.has_expired(&clock, u64::MAX));
+        // An offset of 1 makes every value odd: the first wrap lands at u64::MAX.
+        let clock = GuestTsc { offset: 1, ..clock };
+        assert_eq!(deadline.next_deadline(&clock, 0), Some((1 << 63) - 1));
+        assert_eq!(clock.read((1 << 63) - 1), u64::MAX);
     }
 
     #[test]
