@@ -161,8 +161,13 @@ pub fn run(
         }
     }
     let _unregister = Unregister(shared.kicker, index);
-    let mut state =
-        Loop { out: VcpuOutcome::default(), last_progress: Instant::now(), last_head: 0, kvm_run };
+    let mut state = Loop {
+        out: VcpuOutcome::default(),
+        last_progress: Instant::now(),
+        last_head: 0,
+        last_rip: None,
+        kvm_run,
+    };
     let started = Instant::now();
     let mut result = state.run(shared, index, vcpu, program);
     state.out.loop_time = started.elapsed();
@@ -191,6 +196,9 @@ struct Loop {
     out: VcpuOutcome,
     last_progress: Instant,
     last_head: u32,
+    /// The guest's RIP at the last kick: a vCPU that runs guest code inside KVM (emulated
+    /// ring-0 code, an AP's trampoline) without exiting or logging still moves it.
+    last_rip: Option<u64>,
     /// The vCPU's kvm_run, for fields read while an exit borrows the VcpuFd (CR8).
     kvm_run: *mut kvm_run,
 }
@@ -275,12 +283,14 @@ impl Loop {
                     vcpu.set_kvm_immediate_exit(0);
                     let head = shared.mem.read_u32(ctrl + u64::from(layout::ctrl::LOG_HEAD))?;
                     let now = Instant::now();
-                    if head != self.last_head {
+                    let rip = vcpu.get_regs().ok().map(|r| r.rip);
+                    if head != self.last_head || rip != self.last_rip {
                         self.last_head = head;
+                        self.last_rip = rip;
                         self.progressed(shared);
                     } else if now >= self.last_progress(shared) + shared.options.watchdog {
                         return Err(format!(
-                            "no progress for {:?} (no exit, nothing logged): a lost interrupt, or a guest stuck",
+                            "no progress for {:?} (no exit, nothing logged, RIP unmoved): a lost interrupt, or a guest stuck",
                             shared.options.watchdog
                         ));
                     }
