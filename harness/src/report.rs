@@ -95,6 +95,29 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+/// The report's width.
+const WIDTH: usize = 100;
+
+/// `text` folded at word boundaries to [`WIDTH`] columns, continuation lines indented by
+/// `indent`, with a final newline.
+fn wrap(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.to_string();
+        } else if !line.is_empty() && !line.ends_with(' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1}ms", d.as_secs_f64() * 1e3)
 }
@@ -128,10 +151,10 @@ impl Report {
             s.push('\n');
         }
         s.push_str(
-            "(sw software, apv software-apicv, usr kvm-userspace, spl kvm-split, kern kvm-kernel, \
-             migr kvm-migrate; /k kvm profile, /d datasheet profile)\n",
+            "(sw software, apv software-apicv, usr kvm-userspace, spl kvm-split, kern kvm-kernel,\n \
+             migr kvm-migrate; /k kvm profile, /d datasheet profile; ok passed, FAIL failed,\n \
+             known exactly a known divergence listed below, n/a the backend cannot run it)\n",
         );
-        s.push_str("(ok: passed; FAIL; known: exactly a known divergence, listed below; n/a: the backend cannot run it)\n");
         if verbose {
             s.push_str("\nper cell: interrupts taken, VM exits, wall time\n");
             for c in &self.cells {
@@ -164,7 +187,8 @@ impl Report {
                 Outcome::Unsupported(why) => reasons.push((c.scenario.clone(), c.backend, why.clone())),
                 Outcome::Known { tag, difference, .. } => {
                     tags.push(tag);
-                    let _ = writeln!(s, "KNOWN {} on {} [{tag}]: {difference}", c.scenario, c.backend);
+                    let line = format!("KNOWN {} on {} [{tag}]: {difference}", c.scenario, c.backend);
+                    s.push_str(&wrap(&line, "    "));
                 }
                 Outcome::Pass(_) => {}
             }
@@ -195,7 +219,7 @@ impl Report {
             let _ = writeln!(s, "\nknown divergences (not failures):");
             for tag in tags {
                 let reason = crate::known::cause(tag).map_or("", |c| c.reason);
-                let _ = writeln!(s, "  [{tag}] {reason}");
+                s.push_str(&wrap(&format!("  [{tag}] {reason}"), "    "));
             }
         }
         if verbose && !reasons.is_empty() {
@@ -272,5 +296,19 @@ impl Report {
             diffs.join(","),
             skipped.join(",")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_report_lines_fold_to_the_width_at_words() {
+        let text = format!("  [tag] {}", "word ".repeat(60).trim_end());
+        let folded = wrap(&text, "    ");
+        assert!(folded.lines().all(|l| l.chars().count() <= WIDTH), "{folded}");
+        assert!(folded.lines().skip(1).all(|l| l.starts_with("    word")), "{folded}");
+        assert_eq!(folded.split_whitespace().filter(|w| *w == "word").count(), 60);
     }
 }
