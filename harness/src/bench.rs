@@ -1,4 +1,4 @@
-//! The harness benchmark (`cargo run --release -- --bench`): the same guest loops on every
+//! The harness benchmark (`cargo run --release -- bench`): the same guest loops on every
 //! backend, measuring interrupts per second, VM exits per interrupt and the share of
 //! vCPU-thread time spent inside our models.
 //!

@@ -102,13 +102,14 @@ const WIDTH: usize = 100;
 /// `indent`, with a final newline.
 fn wrap(text: &str, indent: &str) -> String {
     let mut out = String::new();
-    let mut line = String::new();
-    for word in text.split(' ') {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
+    let body = text.trim_start_matches(' ');
+    let mut line = text[..text.len() - body.len()].to_string();
+    for word in body.split(' ') {
+        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
             out.push_str(line.trim_end());
             out.push('\n');
             line = indent.to_string();
-        } else if !line.is_empty() && !line.ends_with(' ') {
+        } else if !line.trim().is_empty() {
             line.push(' ');
         }
         line.push_str(word);
@@ -310,5 +311,6 @@ mod tests {
         assert!(folded.lines().all(|l| l.chars().count() <= WIDTH), "{folded}");
         assert!(folded.lines().skip(1).all(|l| l.starts_with("    word")), "{folded}");
         assert_eq!(folded.split_whitespace().filter(|w| *w == "word").count(), 60);
+        assert!(folded.starts_with("  [tag] word"), "{folded}");
     }
 }

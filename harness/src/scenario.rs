@@ -19,7 +19,7 @@
 //!
 //! Scenarios also have a line-based text form ([`Scenario::to_text`], [`Scenario::parse`]),
 //! which is how a shrunk property-test divergence is printed and replayed
-//! (`cargo run --release -- --replay FILE`).
+//! (`cargo run --release -- replay FILE`).
 
 use std::fmt::{self, Write as _};
 

@@ -72,6 +72,21 @@ pub const PIC_FIELDS: [&str; 16] = [
     "elcr_mask",
 ];
 
+/// `items` on one line; a long list as its first and last [`SUMMARY_ENDS`] items and a
+/// count of those between.
+fn summarise(items: &[String]) -> String {
+    let n = items.len();
+    if n <= 2 * SUMMARY_ENDS + 1 {
+        return items.join(" ");
+    }
+    format!(
+        "{} … {} more … {} ({n} entries)",
+        items[..SUMMARY_ENDS].join(" "),
+        n - 2 * SUMMARY_ENDS,
+        items[n - SUMMARY_ENDS..].join(" ")
+    )
+}
+
 /// How many entries [`Trace::summary`] shows at each end of a long log.
 pub const SUMMARY_ENDS: usize = 16;
 
@@ -123,7 +138,7 @@ impl Trace {
                     ExpectDisplay(want),
                     got.event,
                     got.op,
-                    expect.iter().map(|e| ExpectDisplay(e).to_string()).collect::<Vec<_>>().join(" "),
+                    summarise(&expect.iter().map(|e| ExpectDisplay(e).to_string()).collect::<Vec<_>>()),
                     self.summary()
                 ));
             }

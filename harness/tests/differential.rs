@@ -2,7 +2,7 @@
 //! `kvm-userspace`: port writes (ICWs, OCWs, masks, ELCR), reads, line changes
 //! and interrupts taken. The guest logs and the PIC state (KVM_GET_IRQCHIP vs
 //! `PicState::to_kvm`) must agree bit for bit. A divergence is shrunk by proptest and printed
-//! as a named scenario in the text form, replayable with `cargo run --release -- --replay FILE`.
+//! as a named scenario in the text form, replayable with `cargo run --release -- replay FILE`.
 
 mod common;
 
@@ -126,7 +126,7 @@ fn random_pic_scenarios_agree_between_kvm_kernel_and_the_kvm_profile_model() {
     proptest!(config, |(steps in proptest::collection::vec(step(), 1..40))| {
         let scenario = compile("pic-random-divergence", &steps);
         if let Err(diff) = run_pair(kernel.as_ref(), user.as_ref(), &scenario) {
-            prop_assert!(false, "kvm-kernel and kvm-userspace/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- --replay FILE`\n{}", scenario.to_text());
+            prop_assert!(false, "kvm-kernel and kvm-userspace/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- replay FILE`\n{}", scenario.to_text());
         }
     });
 }
@@ -171,7 +171,7 @@ mod apic {
         IoapicRead(u32),
         /// A 64-bit write to IOWIN of pin `pin`'s low dword (KVM decodes it, taking the low
         /// dword): any value, with the delivery mode fixed, lowest priority or ExtINT. (SMI and
-        /// start-up modes are known divergences, see `diff::KNOWN_DIVERGENCES`; INIT would
+        /// start-up modes are known divergences, see `known::KNOWN`; INIT would
         /// reset the CPU; an NMI's place in the log depends on where KVM's emulation batch
         /// ends.)
         IoapicWide(u8, u32, u8),
@@ -436,7 +436,7 @@ fn random_apic_scenarios_agree_between_kvm_kernel_and_the_kvm_profile_models() {
         let a = kernel.run(&scenario, &options).map_err(|e| TestCaseError::fail(format!("kvm-kernel: {e}")))?;
         let b = user.run(&scenario, &options).map_err(|e| TestCaseError::fail(format!("kvm-userspace/kvm: {e}")))?;
         if let Err(diff) = diff::compare_runs(&scenario, &a, &b, diff::Comparable::ALL) {
-            prop_assert!(false, "kvm-kernel and kvm-userspace/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- --replay FILE`\n{}", scenario.to_text());
+            prop_assert!(false, "kvm-kernel and kvm-userspace/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- replay FILE`\n{}", scenario.to_text());
         }
     });
 }
@@ -460,7 +460,7 @@ fn random_apic_scenarios_agree_between_software_and_software_apicv() {
         let a = plain.run(&scenario, &options).map_err(|e| TestCaseError::fail(format!("software/kvm: {e}")))?;
         let b = apicv.run(&scenario, &options).map_err(|e| TestCaseError::fail(format!("software-apicv/kvm: {e}\n{}", scenario.to_text())))?;
         if let Err(diff) = diff::compare_runs(&scenario, &a, &b, diff::Comparable::ALL) {
-            prop_assert!(false, "software/kvm and software-apicv/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- --replay FILE --backend software`\n{}", scenario.to_text());
+            prop_assert!(false, "software/kvm and software-apicv/kvm diverge: {diff}\n\nreplay: save this as a file and run `cargo run --release -- replay FILE --backend software`\n{}", scenario.to_text());
         }
     });
 }

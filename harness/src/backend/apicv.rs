@@ -61,7 +61,7 @@
 //! Where APIC virtualization itself differs from a LAPIC (an edge self-IPI leaves a stale
 //! VTMR bit, and is taken by a software-disabled APIC) the scenarios
 //! `posted-self-ipi-stale-tmr` and `posted-self-ipi-disabled-apic` show it, as documented
-//! divergences ([`crate::diff::KNOWN_DIVERGENCES`]).
+//! divergences ([`crate::known::KNOWN`]).
 //!
 //! [`VirtualApic`]: vm_apic::apicv::VirtualApic
 //! [`VirtualApic::deliver`]: vm_apic::apicv::VirtualApic::deliver

@@ -121,7 +121,6 @@ impl BackendId {
         }
     }
 
-    /// Whether it needs /dev/kvm.
     /// A name of at most five characters, for table columns: `sw/k`, `apv/d`, `usr/k`,
     /// `spl/d`, `kern`, `migr`.
     pub fn short_name(self) -> String {
@@ -136,6 +135,7 @@ impl BackendId {
         format!("{family}/{}", &self.profile().name()[..1])
     }
 
+    /// Whether it needs /dev/kvm.
     pub fn uses_kvm(self) -> bool {
         !matches!(self, BackendId::Software(_) | BackendId::SoftwareApicv(_))
     }
@@ -234,8 +234,8 @@ impl std::error::Error for RunError {}
 /// Options of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunOptions {
-    /// A vCPU that makes no progress (no exit handled and no log entry) for this long has
-    /// lost an interrupt: the run fails.
+    /// A guest none of whose vCPUs makes progress (no exit handled, no log entry, registers
+    /// unchanged between two re-entries) for this long has lost an interrupt: the run fails.
     pub watchdog: Duration,
     /// A run that takes longer than this fails, whatever the progress.
     pub timeout: Duration,

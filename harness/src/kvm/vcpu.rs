@@ -165,7 +165,7 @@ pub fn run(
         out: VcpuOutcome::default(),
         last_progress: Instant::now(),
         last_head: 0,
-        last_rip: None,
+        last_regs: None,
         kvm_run,
     };
     let started = Instant::now();
@@ -196,9 +196,10 @@ struct Loop {
     out: VcpuOutcome,
     last_progress: Instant,
     last_head: u32,
-    /// The guest's RIP at the last kick: a vCPU that runs guest code inside KVM (emulated
-    /// ring-0 code, an AP's trampoline) without exiting or logging still moves it.
-    last_rip: Option<u64>,
+    /// The guest's registers at the last kick: a vCPU that runs guest code inside KVM
+    /// (emulated ring-0 code, an AP's trampoline) without exiting or logging still changes
+    /// them (RIP alone can read the same in a short loop).
+    last_regs: Option<[u64; 6]>,
     /// The vCPU's kvm_run, for fields read while an exit borrows the VcpuFd (CR8).
     kvm_run: *mut kvm_run,
 }
@@ -283,14 +284,14 @@ impl Loop {
                     vcpu.set_kvm_immediate_exit(0);
                     let head = shared.mem.read_u32(ctrl + u64::from(layout::ctrl::LOG_HEAD))?;
                     let now = Instant::now();
-                    let rip = vcpu.get_regs().ok().map(|r| r.rip);
-                    if head != self.last_head || rip != self.last_rip {
+                    let regs = vcpu.get_regs().ok().map(|r| [r.rip, r.rflags, r.rax, r.rcx, r.rdx, r.rsp]);
+                    if head != self.last_head || regs != self.last_regs {
                         self.last_head = head;
-                        self.last_rip = rip;
+                        self.last_regs = regs;
                         self.progressed(shared);
                     } else if now >= self.last_progress(shared) + shared.options.watchdog {
                         return Err(format!(
-                            "no progress for {:?} (no exit, nothing logged, RIP unmoved): a lost interrupt, or a guest stuck",
+                            "no progress for {:?} (no exit, nothing logged, registers unchanged): a lost interrupt, or a guest stuck",
                             shared.options.watchdog
                         ));
                     }

@@ -23,7 +23,7 @@
 //! * `posted-eoi-next-lower`: in x2APIC mode, EOI virtualization (MSR 0x80B) lets the next
 //!   lower pending vector in, three times in a row, with no VM exit;
 //! * `posted-self-ipi-stale-tmr` and `posted-self-ipi-disabled-apic`: where APICv and a LAPIC
-//!   differ (documented divergences of `software-apicv`, [`crate::diff::KNOWN_DIVERGENCES`]):
+//!   differ (documented divergences of `software-apicv`, [`crate::known::KNOWN`]):
 //!   a virtualized edge self-IPI leaves VTMR as the vector's last level-triggered acceptance
 //!   set it, and is taken into VIRR by a software-disabled APIC.
 //!
