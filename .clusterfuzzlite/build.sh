@@ -28,11 +28,14 @@ OUT=$(cd "$OUT" && pwd)
 echo "build.sh: repository $repo, output $OUT"
 
 # `cargo +nightly fuzz` where rustup has a nightly toolchain, else plain `cargo fuzz` (the
-# OSS-Fuzz Rust image's default toolchain is nightly).
+# OSS-Fuzz Rust image's default toolchain is nightly; on a stable-only machine, as .ci/run
+# does, RUSTC_BOOTSTRAP=1 lets stable take cargo-fuzz's nightly flags).
 if cargo +nightly --version >/dev/null 2>&1; then
     fuzz() { cargo +nightly fuzz "$@"; }
-else
+elif rustc --version | grep -q nightly; then
     fuzz() { cargo fuzz "$@"; }
+else
+    fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
 fi
 
 cd "$repo/fuzz"
