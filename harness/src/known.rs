@@ -14,6 +14,7 @@
 //! detection says this host has them ([`Cause::applies`]).
 
 use crate::backend::{host, BackendId, RunError, RunOutput};
+use crate::scenario::{Profile, Scenario};
 use crate::trace::{field_bytes, Event, Trace};
 
 /// Why a known divergence happens.
@@ -467,34 +468,34 @@ pub enum Verdict {
     Fail(String),
 }
 
-/// Judges a run of `scenario` on `id`: `check` holds traces to the scenario's expectation.
-/// With a known divergence, its named differences are undone first and must all have shown;
-/// of a host race's alternatives, one must match, or the run must pass.
+/// Judges a run of `scenario` on backend `id` (held to `profile`'s expectation, as
+/// [`crate::diff::check`] does). With a known divergence, its named differences are undone
+/// first and must all have shown; of a host race's alternatives, one must match, or the run
+/// must pass.
 pub fn judge(
-    scenario: &str,
+    scenario: &Scenario,
+    profile: Profile,
     id: BackendId,
     run: &Result<RunOutput, RunError>,
-    check: impl Fn(&RunOutput) -> Result<(), String>,
-    check_prefix: impl Fn(&Trace, usize) -> Result<(), String>,
 ) -> (Verdict, Option<Judged>) {
-    let alternatives = find_all(scenario, id);
+    let alternatives = find_all(&scenario.name, id);
     let Some(first) = alternatives.first() else {
-        return judge_one(None, run, &check, &check_prefix);
+        return judge_one(scenario, profile, None, run);
     };
     let mut failures = Vec::new();
     let mut judged_first = None;
     for k in &alternatives {
-        let (verdict, judged) = judge_one(Some(k), run, &check, &check_prefix);
-        match verdict {
-            Verdict::Known(..) => return (verdict, judged),
-            Verdict::Fail(why) => failures.push(why),
-            Verdict::Pass => {}
+        match judge_one(scenario, profile, Some(k), run) {
+            (Verdict::Fail(why), judged) => {
+                failures.push(why);
+                judged_first.get_or_insert(judged);
+            }
+            known => return known,
         }
-        judged_first.get_or_insert(judged);
     }
     // A host race whose outcome this time was the expected one.
     if alternatives.iter().any(|k| k.race) {
-        if let (Verdict::Pass, judged) = judge_one(None, run, &check, &check_prefix) {
+        if let (Verdict::Pass, judged) = judge_one(scenario, profile, None, run) {
             return (Verdict::Pass, judged);
         }
     }
@@ -513,11 +514,17 @@ pub fn judge(
 
 /// Judges a run against one known divergence, or none.
 fn judge_one(
+    scenario: &Scenario,
+    profile: Profile,
     known: Option<&'static Known>,
     run: &Result<RunOutput, RunError>,
-    check: &impl Fn(&RunOutput) -> Result<(), String>,
-    check_prefix: &impl Fn(&Trace, usize) -> Result<(), String>,
 ) -> (Verdict, Option<Judged>) {
+    let check = |out: &RunOutput| crate::diff::check(scenario, profile, out);
+    // A run that stopped after `n` entries: vCPU 0's log is the expectation's first `n`.
+    let check_prefix = |t: &Trace, n: usize| match scenario.expected(profile) {
+        Some(expect) => t.check(expect.get(..n).unwrap_or(expect)),
+        None => Ok(()),
+    };
     match (run, known) {
         (Ok(out), None) => match check(out) {
             Ok(()) => (Verdict::Pass, Some(Judged::Plain(out.clone()))),
@@ -616,10 +623,7 @@ mod tests {
     /// Judges `run` of `name` on software/kvm as the main job does.
     fn judged(name: &str, run: &Result<RunOutput, RunError>) -> Verdict {
         let scenario = scenarios::by_name(name).unwrap();
-        let id = BackendId::Software(Profile::Kvm);
-        let check = |out: &RunOutput| crate::diff::check(&scenario, Profile::Kvm, out);
-        let prefix = |t: &Trace, n: usize| t.check(&scenario.expected(Profile::Kvm).unwrap()[..n]);
-        judge(name, id, run, check, prefix).0
+        judge(&scenario, Profile::Kvm, BackendId::Software(Profile::Kvm), run).0
     }
 
     fn reserved_mode_run() -> Result<RunOutput, RunError> {
@@ -672,7 +676,6 @@ mod tests {
         let k = KNOWN.iter().find(|k| k.scenario == "ioapic-eoi-lost-in-hlt").unwrap();
         let scenario = scenarios::by_name(k.scenario).unwrap();
         let expect = scenario.expected(Profile::Kvm).unwrap();
-        let id = BackendId::KvmSplit(Profile::Kvm);
         let hang = |entries: usize| {
             let mut trace = Trace::default();
             for (i, e) in expect.iter().take(entries).enumerate() {
@@ -686,12 +689,7 @@ mod tests {
             })
         };
         // Judged against the entry itself, on any host.
-        let _ = id;
-        let judge_hang = |entries| {
-            let check = |out: &RunOutput| crate::diff::check(&scenario, Profile::Kvm, out);
-            let prefix = |t: &Trace, n: usize| t.check(&expect[..n]);
-            judge_one(Some(k), &hang(entries), &check, &prefix).0
-        };
+        let judge_hang = |entries| judge_one(&scenario, Profile::Kvm, Some(k), &hang(entries)).0;
         assert!(matches!(judge_hang(1), Verdict::Known(..)));
         assert!(matches!(judge_hang(0), Verdict::Fail(..)));
         assert!(matches!(judge_hang(2), Verdict::Fail(..)));
@@ -710,10 +708,8 @@ mod tests {
             race: true,
         };
         let scenario = scenarios::by_name(PART.scenario).unwrap();
-        let check = |out: &RunOutput| crate::diff::check(&scenario, Profile::Kvm, out);
-        let prefix = |t: &Trace, n: usize| t.check(&scenario.expected(Profile::Kvm).unwrap()[..n]);
         // The software run shows entry 0's difference, not entry 1's.
-        let verdict = judge_one(Some(&PART), &reserved_mode_run(), &check, &prefix).0;
+        let verdict = judge_one(&scenario, Profile::Kvm, Some(&PART), &reserved_mode_run()).0;
         assert!(matches!(&verdict, Verdict::Fail(why) if why.contains("entry 1")), "{verdict:?}");
     }
 
