@@ -379,7 +379,7 @@ pub const KNOWN: &[Known] = &[
     },
 ];
 
-/// The words of the progress watchdog's error ([`crate::kvm`]'s vCPU loop).
+/// The words that start the progress watchdog's error (the KVM vCPU loop writes them).
 pub const WATCHDOG: &str = "no progress for";
 
 /// Undoes the differences `known` names on `traces`: every named entry or field that holds

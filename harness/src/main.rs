@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 
 use irq_harness::backend::{self, BackendId, RunOptions, SharedBackend};
-use irq_harness::report::{json_string, Cell};
+use irq_harness::report::{json_string, Cell, Outcome};
 use irq_harness::scenario::Scenario;
 use irq_harness::{bench, diff, scenarios};
 
@@ -232,7 +232,7 @@ fn run(mut list: Vec<Scenario>, args: &RunArgs) -> ExitCode {
 fn progress(tty: bool, done: usize, total: usize, name: &str, cells: &[Cell], started: Instant) {
     let summary: Vec<String> = cells
         .iter()
-        .filter(|c| !matches!(c.outcome.short(), "ok" | "n/a"))
+        .filter(|c| !matches!(c.outcome, Outcome::Pass(_) | Outcome::Unsupported(_)))
         .map(|c| format!("{} {}", c.outcome.short(), c.backend.short_name()))
         .collect();
     let status = if summary.is_empty() { "ok".to_string() } else { summary.join(", ") };

@@ -74,7 +74,7 @@ pub struct Report {
     pub diffs: Vec<(String, String, Result<(), String>)>,
     /// Comparisons that agree once the known divergences of either side are undone:
     /// (scenario, description, the causes' tags). Not failures, always printed.
-    pub known: Vec<(String, String, String)>,
+    pub known: Vec<(String, String, Vec<&'static str>)>,
 }
 
 /// `s` as a JSON string literal.
@@ -105,12 +105,14 @@ fn wrap(text: &str, indent: &str) -> String {
     let body = text.trim_start_matches(' ');
     let mut line = text[..text.len() - body.len()].to_string();
     for word in body.split(' ') {
-        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
-            out.push_str(line.trim_end());
-            out.push('\n');
-            line = indent.to_string();
-        } else if !line.trim().is_empty() {
-            line.push(' ');
+        if !line.trim().is_empty() {
+            if line.chars().count() + 1 + word.chars().count() > WIDTH {
+                out.push_str(line.trim_end());
+                out.push('\n');
+                line = indent.to_string();
+            } else {
+                line.push(' ');
+            }
         }
         line.push_str(word);
     }
@@ -208,11 +210,11 @@ impl Report {
                 }
             }
             if verbose {
-                for (scenario, what, tag) in &self.known {
-                    let _ = writeln!(s, "  KNOWN {scenario}: {what} [{tag}]");
+                for (scenario, what, tags) in &self.known {
+                    let _ = writeln!(s, "  KNOWN {scenario}: {what} [{}]", tags.join(", "));
                 }
             }
-            tags.extend(self.known.iter().flat_map(|k| k.2.split(", ")));
+            tags.extend(self.known.iter().flat_map(|k| k.2.iter().copied()));
         }
         tags.sort_unstable();
         tags.dedup();
@@ -288,7 +290,12 @@ impl Report {
             })
             .collect();
         diffs.extend(self.known.iter().map(|(sc, what, tags)| {
-            format!("{{\"scenario\":{},\"check\":{},\"agree\":true,\"known\":{}}}", q(sc), q(what), q(tags))
+            format!(
+                "{{\"scenario\":{},\"check\":{},\"agree\":true,\"known\":{}}}",
+                q(sc),
+                q(what),
+                q(&tags.join(", "))
+            )
         }));
         format!(
             "{{\"passed\":{},\"results\":[{}],\"differential\":[{}],\"skipped\":[{}]}}",

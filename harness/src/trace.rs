@@ -157,18 +157,7 @@ impl Trace {
     /// The log on one line; a long one as its first and last [`SUMMARY_ENDS`] entries and a
     /// count of those between.
     pub fn summary(&self) -> String {
-        let text =
-            |entries: &[Entry]| entries.iter().map(|e| e.event.to_string()).collect::<Vec<_>>().join(" ");
-        let n = self.entries.len();
-        if n <= 2 * SUMMARY_ENDS + 1 {
-            return text(&self.entries);
-        }
-        format!(
-            "{} … {} more … {} ({n} entries)",
-            text(&self.entries[..SUMMARY_ENDS]),
-            n - 2 * SUMMARY_ENDS,
-            text(&self.entries[n - SUMMARY_ENDS..])
-        )
+        summarise(&self.entries.iter().map(|e| e.event.to_string()).collect::<Vec<_>>())
     }
 
     /// Whether two logs are the same, entry by entry, given the program that produced them:

@@ -291,7 +291,8 @@ impl Loop {
                         self.progressed(shared);
                     } else if now >= self.last_progress(shared) + shared.options.watchdog {
                         return Err(format!(
-                            "no progress for {:?} (no exit, nothing logged, registers unchanged): a lost interrupt, or a guest stuck",
+                            "{} {:?} (no exit, nothing logged, registers unchanged): a lost interrupt, or a guest stuck",
+                            crate::known::WATCHDOG,
                             shared.options.watchdog
                         ));
                     }
